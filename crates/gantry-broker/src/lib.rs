@@ -1,1 +1,26 @@
-//! placeholder
+//! Gantry's embedded MQTT 3.1.1/5.0 broker: the Unified Namespace's transport.
+//!
+//! - [`Broker`] owns sessions, the subscription router, the retained store (the
+//!   live state of the namespace) and the durable store.
+//! - `connection` serves one client; `listener` accepts TCP and WebSocket.
+//! - [`hooks`] are the extension points for authentication, authorization and
+//!   publish inspection that the security and contract layers plug into.
+
+mod broker;
+pub mod config;
+mod connection;
+pub mod hooks;
+mod listener;
+pub mod message;
+mod retained;
+mod router;
+mod session;
+mod stats;
+pub mod store;
+mod sys;
+
+pub use broker::{Broker, BrokerError, PublishError, Routed};
+pub use config::{BrokerConfig, Durability, Limits, SyncPolicy};
+pub use listener::BoundAddrs;
+pub use message::Message;
+pub use stats::StatsSnapshot;

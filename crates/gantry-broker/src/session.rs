@@ -1,0 +1,137 @@
+//! Session state: what survives a client's connection — its subscriptions, the
+//! messages queued for it and the QoS 1/2 exchanges in flight — and the signal
+//! that wakes the connection currently serving it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use gantry_codec::{QoS, SubscriptionOptions};
+use tokio::sync::Notify;
+
+use crate::message::Message;
+
+pub type SessionId = u64;
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub msg: Arc<Message>,
+    /// min(message QoS, subscription QoS).
+    pub qos: QoS,
+    /// The retain flag as sent to this subscriber.
+    pub retain: bool,
+    /// Identifiers of the subscriptions that matched (5.0).
+    pub sub_ids: Vec<u32>,
+    /// Sequence number in the durable log for persistent sessions, else 0.
+    pub qseq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// PUBLISH QoS 1 sent, waiting for PUBACK.
+    AwaitPubAck,
+    /// PUBLISH QoS 2 sent, waiting for PUBREC.
+    AwaitPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubComp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub packet_id: u16,
+    pub stage: Stage,
+    pub delivery: Delivery,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubscriptionRecord {
+    pub options: SubscriptionOptions,
+    pub sub_id: Option<u32>,
+}
+
+/// Wakes the connection task serving a session; `kicked` tells it to close
+/// because another connection took the session over.
+#[derive(Default)]
+pub struct ConnSignal {
+    pub notify: Notify,
+    kicked: AtomicBool,
+}
+
+impl ConnSignal {
+    pub fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    pub fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
+}
+
+pub struct Session {
+    pub id: SessionId,
+    pub client_id: Arc<str>,
+    state: Mutex<SessionState>,
+}
+
+#[derive(Default)]
+pub struct SessionState {
+    /// The connection serving this session, if any.
+    pub owner: Option<Arc<ConnSignal>>,
+    /// Incremented on every connect; delayed will and expiry tasks compare it.
+    pub generation: u64,
+    /// Session expiry interval in seconds; `u32::MAX` never expires.
+    pub expiry_secs: u32,
+    /// Subscriptions keyed by the raw filter, `$share/...` included.
+    pub subscriptions: HashMap<String, SubscriptionRecord>,
+    pub queue: VecDeque<Delivery>,
+    pub inflight: VecDeque<Inflight>,
+    next_packet_id: u16,
+    /// Packet identifiers of incoming QoS 2 messages awaiting PUBREL.
+    pub incoming_qos2: HashSet<u16>,
+    pub next_qseq: u64,
+    /// Messages dropped because the queue was full.
+    pub dropped: u64,
+    /// Unix milliseconds of the last disconnect, for expiry after a restart.
+    pub disconnected_at_ms: u64,
+    /// True once the session has a record in the durable store.
+    pub persisted: bool,
+}
+
+impl SessionState {
+    /// True when the session outlives its connection and so is kept on disk.
+    pub fn is_persistent(&self) -> bool {
+        self.expiry_secs > 0
+    }
+
+    /// A packet identifier not used by any message in flight.
+    pub fn allocate_packet_id(&mut self) -> Option<u16> {
+        if self.inflight.len() >= u16::MAX as usize - 1 {
+            return None;
+        }
+        loop {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
+            let id = self.next_packet_id;
+            if !self.inflight.iter().any(|i| i.packet_id == id) {
+                return Some(id);
+            }
+        }
+    }
+}
+
+impl Session {
+    pub fn new(id: SessionId, client_id: Arc<str>) -> Self {
+        Self {
+            id,
+            client_id,
+            state: Mutex::new(SessionState::default()),
+        }
+    }
+
+    /// Locks the session state. A poisoned lock (a panic while held) is
+    /// recovered: session state stays usable for the other clients.
+    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,552 @@
+//! Gantry's payload convention: UMH-compatible time-series JSON
+//! (`{"timestamp_ms": .., "value": .., "quality": ..}`), the bare payload
+//! forms accepted from simple publishers, and the canonical encoding.
+
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+
+use crate::suggest::closest;
+
+const KEYS: [&str; 3] = ["timestamp_ms", "value", "quality"];
+
+/// The value of one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Text(String),
+}
+
+impl Value {
+    /// Numeric view of `Int` and `Float`.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Bool(_) | Value::Text(_) => None,
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Bool(_) => "bool",
+            Value::Text(_) => "string",
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(i) => write!(f, "{i}"),
+            // Debug keeps the decimal point on integral floats (`42.0`).
+            Value::Float(x) => write!(f, "{x:?}"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// OPC UA-style quality of a sample; `Good` when the payload does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Quality {
+    #[default]
+    Good,
+    Uncertain,
+    Bad,
+}
+
+impl Quality {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Uncertain => "uncertain",
+            Quality::Bad => "bad",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Quality> {
+        match s {
+            "good" => Some(Quality::Good),
+            "uncertain" => Some(Quality::Uncertain),
+            "bad" => Some(Quality::Bad),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Quality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Quality {
+    type Err = PayloadError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Quality::parse(s).ok_or_else(|| PayloadError::InvalidQuality { got: preview(s) })
+    }
+}
+
+/// What is wrong with a payload.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PayloadError {
+    #[error("payload is empty")]
+    Empty,
+    #[error("payload is not UTF-8 (invalid byte at offset {valid_up_to})")]
+    NotUtf8 { valid_up_to: usize },
+    #[error("payload is not valid JSON: {message}")]
+    Json { message: String },
+    #[error("value must be a number, bool or string, got {got}")]
+    ValueType { got: &'static str },
+    #[error("missing key \"value\"")]
+    MissingValue,
+    #[error("unknown key \"{key}\"{}", did_you_mean(.suggestion))]
+    UnknownKey {
+        key: String,
+        suggestion: Option<&'static str>,
+    },
+    #[error("timestamp_ms must be an integer, got {got}")]
+    TimestampType { got: &'static str },
+    #[error("timestamp_ms {got} does not fit in a signed 64-bit integer")]
+    TimestampRange { got: String },
+    #[error("quality must be a string, got {got}")]
+    QualityType { got: &'static str },
+    #[error("quality must be \"good\", \"uncertain\" or \"bad\", got \"{got}\"")]
+    InvalidQuality { got: String },
+}
+
+fn did_you_mean(suggestion: &Option<&'static str>) -> String {
+    match suggestion {
+        Some(s) => format!(" (did you mean \"{s}\"?)"),
+        None => " (expected timestamp_ms, value or quality)".to_owned(),
+    }
+}
+
+fn preview(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(n) if n.is_f64() => "float",
+        serde_json::Value::Number(_) => "integer",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// One time-series sample as carried on a tag topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub timestamp_ms: i64,
+    pub value: Value,
+    pub quality: Quality,
+}
+
+impl Sample {
+    /// A sample with `Good` quality.
+    pub fn new(timestamp_ms: i64, value: Value) -> Self {
+        Sample {
+            timestamp_ms,
+            value,
+            quality: Quality::Good,
+        }
+    }
+
+    pub fn with_quality(mut self, quality: Quality) -> Self {
+        self.quality = quality;
+        self
+    }
+
+    /// Parses any accepted payload form; `now_ms` fills a missing timestamp.
+    ///
+    /// Accepted: the JSON object form, bare JSON scalars (`42.1`, `7`, `true`,
+    /// `"text"`), and raw unquoted UTF-8 text, which becomes `Value::Text`
+    /// with surrounding whitespace trimmed. Input that starts like a JSON
+    /// object, array or string but does not parse is a JSON error, not text.
+    /// Integers outside the i64 range become floats.
+    pub fn parse(bytes: &[u8], now_ms: i64) -> Result<Sample, PayloadError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| PayloadError::NotUtf8 {
+            valid_up_to: e.valid_up_to(),
+        })?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(PayloadError::Empty);
+        }
+        let json = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(json) => json,
+            Err(e) if text.starts_with(['{', '[', '"']) => {
+                return Err(PayloadError::Json {
+                    message: e.to_string(),
+                });
+            }
+            Err(_) => return Ok(Sample::new(now_ms, Value::Text(text.to_owned()))),
+        };
+        match json {
+            serde_json::Value::Object(map) => Self::from_object(map, now_ms),
+            other => Ok(Sample::new(now_ms, json_to_value(other)?)),
+        }
+    }
+
+    fn from_object(
+        mut map: serde_json::Map<String, serde_json::Value>,
+        now_ms: i64,
+    ) -> Result<Sample, PayloadError> {
+        if let Some(key) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(PayloadError::UnknownKey {
+                key: preview(key),
+                suggestion: closest(key, &KEYS),
+            });
+        }
+        let value = json_to_value(map.remove("value").ok_or(PayloadError::MissingValue)?)?;
+        let timestamp_ms = match map.remove("timestamp_ms") {
+            None => now_ms,
+            Some(serde_json::Value::Number(n)) if !n.is_f64() => n
+                .as_i64()
+                .ok_or_else(|| PayloadError::TimestampRange { got: n.to_string() })?,
+            Some(other) => {
+                return Err(PayloadError::TimestampType {
+                    got: json_kind(&other),
+                });
+            }
+        };
+        let quality = match map.remove("quality") {
+            None => Quality::Good,
+            Some(serde_json::Value::String(s)) => s.parse()?,
+            Some(other) => {
+                return Err(PayloadError::QualityType {
+                    got: json_kind(&other),
+                });
+            }
+        };
+        Ok(Sample {
+            timestamp_ms,
+            value,
+            quality,
+        })
+    }
+
+    /// Canonical compact JSON: keys in the order `timestamp_ms`, `value`,
+    /// `quality`, the latter only when not good. Floats always carry a
+    /// decimal point or exponent so they parse back as floats; non-finite
+    /// floats, which JSON cannot express, are written as the strings
+    /// `"NaN"`, `"Infinity"` and `"-Infinity"` (and so read back as text).
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(48);
+        out.push_str("{\"timestamp_ms\":");
+        out.push_str(&self.timestamp_ms.to_string());
+        out.push_str(",\"value\":");
+        match &self.value {
+            Value::Int(i) => out.push_str(&i.to_string()),
+            Value::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => out.push_str(&n.to_string()),
+                None if f.is_nan() => out.push_str("\"NaN\""),
+                None if *f > 0.0 => out.push_str("\"Infinity\""),
+                None => out.push_str("\"-Infinity\""),
+            },
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Text(s) => push_json_string(&mut out, s),
+        }
+        if self.quality != Quality::Good {
+            out.push_str(",\"quality\":\"");
+            out.push_str(self.quality.as_str());
+            out.push('"');
+        }
+        out.push('}');
+        out.into_bytes()
+    }
+}
+
+fn json_to_value(json: serde_json::Value) -> Result<Value, PayloadError> {
+    match json {
+        serde_json::Value::Bool(b) => Ok(Value::Bool(b)),
+        serde_json::Value::String(s) => Ok(Value::Text(s)),
+        serde_json::Value::Number(n) => Ok(match n.as_i64() {
+            Some(i) if !n.is_f64() => Value::Int(i),
+            // Floats, and integers beyond i64 (which serde_json keeps as u64).
+            _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        other => Err(PayloadError::ValueType {
+            got: json_kind(&other),
+        }),
+    }
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn parse(s: &str) -> Result<Sample, PayloadError> {
+        Sample::parse(s.as_bytes(), NOW)
+    }
+
+    #[test]
+    fn object_form() {
+        let s = parse(r#"{"timestamp_ms": 1700000000123, "value": 42.5}"#).unwrap();
+        assert_eq!(s, Sample::new(1_700_000_000_123, Value::Float(42.5)));
+        let s = parse(r#"{"value": 7, "quality": "uncertain"}"#).unwrap();
+        assert_eq!(s.timestamp_ms, NOW);
+        assert_eq!(s.value, Value::Int(7));
+        assert_eq!(s.quality, Quality::Uncertain);
+        let s = parse(r#"{"value": "running", "timestamp_ms": -5}"#).unwrap();
+        assert_eq!(s.value, Value::Text("running".into()));
+        assert_eq!(s.timestamp_ms, -5);
+        let s = parse(r#"{"value": false, "quality": "bad"}"#).unwrap();
+        assert_eq!(s.value, Value::Bool(false));
+        assert_eq!(s.quality, Quality::Bad);
+    }
+
+    #[test]
+    fn bare_forms() {
+        assert_eq!(parse("42.1").unwrap().value, Value::Float(42.1));
+        assert_eq!(parse("7").unwrap().value, Value::Int(7));
+        assert_eq!(parse("-7").unwrap().value, Value::Int(-7));
+        assert_eq!(parse("7.0").unwrap().value, Value::Float(7.0));
+        assert_eq!(parse("1e3").unwrap().value, Value::Float(1000.0));
+        assert_eq!(parse("true").unwrap().value, Value::Bool(true));
+        assert_eq!(parse("\"idle\"").unwrap().value, Value::Text("idle".into()));
+        let s = parse(" running\n").unwrap();
+        assert_eq!(s, Sample::new(NOW, Value::Text("running".into())));
+        assert_eq!(
+            parse("12 apples").unwrap().value,
+            Value::Text("12 apples".into())
+        );
+        assert_eq!(parse("True").unwrap().value, Value::Text("True".into()));
+        assert_eq!(
+            parse("Motor überhitzt").unwrap().value,
+            Value::Text("Motor überhitzt".into())
+        );
+    }
+
+    #[test]
+    fn integers_beyond_i64_become_floats() {
+        assert_eq!(
+            parse("18446744073709551615").unwrap().value,
+            Value::Float(18446744073709551615.0)
+        );
+        assert_eq!(
+            parse("9223372036854775807").unwrap().value,
+            Value::Int(i64::MAX)
+        );
+    }
+
+    #[test]
+    fn precise_errors() {
+        let cases: [(&str, PayloadError, &str); 12] = [
+            ("", PayloadError::Empty, "payload is empty"),
+            ("  \n", PayloadError::Empty, "payload is empty"),
+            (
+                r#"{"timestamp_ms": "1700000000000", "value": 1}"#,
+                PayloadError::TimestampType { got: "string" },
+                "timestamp_ms must be an integer, got string",
+            ),
+            (
+                r#"{"timestamp_ms": 1.5, "value": 1}"#,
+                PayloadError::TimestampType { got: "float" },
+                "timestamp_ms must be an integer, got float",
+            ),
+            (
+                r#"{"timestamp_ms": 18446744073709551615, "value": 1}"#,
+                PayloadError::TimestampRange {
+                    got: "18446744073709551615".into(),
+                },
+                "timestamp_ms 18446744073709551615 does not fit in a signed 64-bit integer",
+            ),
+            (
+                r#"{"timestamp_ms": 1, "vlaue": 1}"#,
+                PayloadError::UnknownKey {
+                    key: "vlaue".into(),
+                    suggestion: Some("value"),
+                },
+                "unknown key \"vlaue\" (did you mean \"value\"?)",
+            ),
+            (
+                r#"{"value": 1, "unit": "degC"}"#,
+                PayloadError::UnknownKey {
+                    key: "unit".into(),
+                    suggestion: None,
+                },
+                "unknown key \"unit\" (expected timestamp_ms, value or quality)",
+            ),
+            (
+                r#"{"value": {"a": 1}}"#,
+                PayloadError::ValueType { got: "object" },
+                "value must be a number, bool or string, got object",
+            ),
+            (
+                "[1, 2]",
+                PayloadError::ValueType { got: "array" },
+                "value must be a number, bool or string, got array",
+            ),
+            (
+                "null",
+                PayloadError::ValueType { got: "null" },
+                "value must be a number, bool or string, got null",
+            ),
+            (
+                r#"{"timestamp_ms": 1}"#,
+                PayloadError::MissingValue,
+                "missing key \"value\"",
+            ),
+            (
+                r#"{"value": 1, "quality": "ok"}"#,
+                PayloadError::InvalidQuality { got: "ok".into() },
+                "quality must be \"good\", \"uncertain\" or \"bad\", got \"ok\"",
+            ),
+        ];
+        for (input, expected, message) in cases {
+            let err = parse(input).unwrap_err();
+            assert_eq!(err, expected, "{input}");
+            assert_eq!(err.to_string(), message, "{input}");
+        }
+        assert_eq!(
+            parse(r#"{"value": 1, "quality": 2}"#).unwrap_err(),
+            PayloadError::QualityType { got: "integer" }
+        );
+        assert_eq!(
+            parse(r#"{"timestamp": 1, "value": 1}"#)
+                .unwrap_err()
+                .to_string(),
+            "unknown key \"timestamp\" (did you mean \"timestamp_ms\"?)"
+        );
+    }
+
+    #[test]
+    fn broken_json_is_not_text() {
+        for input in [r#"{"value": 1,}"#, "[1, 2", "\"unterminated"] {
+            let err = parse(input).unwrap_err();
+            assert!(matches!(err, PayloadError::Json { .. }), "{input}: {err}");
+        }
+        assert_eq!(
+            parse(r#"{"value": 1,}"#).unwrap_err().to_string(),
+            "payload is not valid JSON: trailing comma at line 1 column 13"
+        );
+    }
+
+    #[test]
+    fn not_utf8() {
+        assert_eq!(
+            Sample::parse(b"ab\xff", NOW),
+            Err(PayloadError::NotUtf8 { valid_up_to: 2 })
+        );
+    }
+
+    #[test]
+    fn canonical_encoding() {
+        let json = |s: Sample| String::from_utf8(s.to_json_bytes()).unwrap();
+        assert_eq!(
+            json(Sample::new(1, Value::Float(42.0))),
+            r#"{"timestamp_ms":1,"value":42.0}"#
+        );
+        assert_eq!(
+            json(Sample::new(1, Value::Int(42))),
+            r#"{"timestamp_ms":1,"value":42}"#
+        );
+        assert_eq!(
+            json(Sample::new(-1, Value::Bool(true)).with_quality(Quality::Bad)),
+            r#"{"timestamp_ms":-1,"value":true,"quality":"bad"}"#
+        );
+        assert_eq!(
+            json(Sample::new(1, Value::Text("a\"b\\c\n\u{1}é".into()))),
+            r#"{"timestamp_ms":1,"value":"a\"b\\c\n\u0001é"}"#
+        );
+        assert_eq!(
+            json(Sample::new(1, Value::Float(f64::NAN))),
+            r#"{"timestamp_ms":1,"value":"NaN"}"#
+        );
+        assert_eq!(
+            json(Sample::new(1, Value::Float(f64::NEG_INFINITY))),
+            r#"{"timestamp_ms":1,"value":"-Infinity"}"#
+        );
+        let big = Sample::new(1, Value::Float(1e300));
+        assert_eq!(Sample::parse(&big.to_json_bytes(), 0).unwrap(), big);
+    }
+
+    #[test]
+    fn quality_and_value_helpers() {
+        assert_eq!(Quality::default(), Quality::Good);
+        for q in [Quality::Good, Quality::Uncertain, Quality::Bad] {
+            assert_eq!(q.as_str().parse::<Quality>(), Ok(q));
+        }
+        assert!("Good".parse::<Quality>().is_err());
+        assert_eq!(Value::Int(3).as_f64(), Some(3.0));
+        assert_eq!(Value::Bool(true).as_f64(), None);
+        assert_eq!(Value::Float(42.0).to_string(), "42.0");
+        assert_eq!(Value::Text("x".into()).type_name(), "string");
+    }
+
+    fn value_strategy() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>()
+                .prop_filter("JSON numbers are finite", |f| f.is_finite())
+                .prop_map(Value::Float),
+            any::<bool>().prop_map(Value::Bool),
+            any::<String>().prop_map(Value::Text),
+        ]
+    }
+
+    fn quality_strategy() -> impl Strategy<Value = Quality> {
+        prop_oneof![
+            Just(Quality::Good),
+            Just(Quality::Uncertain),
+            Just(Quality::Bad)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Sample::parse(&bytes, NOW);
+        }
+
+        #[test]
+        fn parse_never_panics_on_json_like_text(
+            s in "[{}\\[\\]\":,0-9a-z_ .eE+-]{0,64}"
+        ) {
+            let _ = Sample::parse(s.as_bytes(), NOW);
+        }
+
+        #[test]
+        fn encoding_round_trips(
+            timestamp_ms in any::<i64>(),
+            value in value_strategy(),
+            quality in quality_strategy(),
+        ) {
+            let sample = Sample { timestamp_ms, value, quality };
+            let bytes = sample.to_json_bytes();
+            prop_assert_eq!(Sample::parse(&bytes, 0), Ok(sample));
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The plant model: which equipment exists in the namespace and which tags
+//! each one publishes, loaded from a TOML file and validated in full, plus
+//! the topic lookups the broker uses.
+
+mod error;
+mod parse;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+pub use error::{ModelError, ModelErrors};
+
+use crate::name::Segment;
+use crate::path::{HierarchyPath, NamespacePath, TagPath};
+
+/// The demo plant (`examples/demo-plant.toml`): acme / dallas / packaging,
+/// two lines with a filler, capper and labeler each.
+pub const DEMO_PLANT_TOML: &str = include_str!("../../../examples/demo-plant.toml");
+
+/// A declared `[[site]]`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Site {
+    pub name: Segment,
+    pub description: Option<String>,
+}
+
+/// Data type of a tag.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagType {
+    Float,
+    Int,
+    Bool,
+    String,
+    /// A string restricted to the listed values (non-empty, no duplicates).
+    Enum {
+        values: Vec<String>,
+    },
+}
+
+impl TagType {
+    /// The spelling used in the model file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TagType::Float => "float",
+            TagType::Int => "int",
+            TagType::Bool => "bool",
+            TagType::String => "string",
+            TagType::Enum { .. } => "enum",
+        }
+    }
+
+    /// Units and ranges apply to numeric tags only.
+    pub fn is_numeric(&self) -> bool {
+        matches!(self, TagType::Float | TagType::Int)
+    }
+
+    /// The allowed values of an enum tag; empty for other types.
+    pub fn enum_values(&self) -> &[String] {
+        match self {
+            TagType::Enum { values } => values,
+            _ => &[],
+        }
+    }
+}
+
+/// One tag of an equipment.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TagSpec {
+    /// Path below the equipment, e.g. `state` or `motor/current`.
+    pub path: TagPath,
+    pub tag_type: TagType,
+    /// Free-text unit (`degC`, `count`, ...); only on numeric tags.
+    pub unit: Option<String>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub description: Option<String>,
+}
+
+/// One `[[equipment]]`: a hierarchy node that owns tags.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Equipment {
+    /// 2..=6 levels, starting with the enterprise and a declared site.
+    pub path: HierarchyPath,
+    pub class: Option<String>,
+    pub description: Option<String>,
+    /// In file order.
+    pub tags: Vec<TagSpec>,
+}
+
+impl Equipment {
+    /// The tag at `path` (e.g. `"motor/current"`).
+    pub fn tag(&self, path: &str) -> Option<&TagSpec> {
+        self.tags.iter().find(|tag| tag.path.as_str() == path)
+    }
+
+    /// The full namespace path of one of this equipment's tags.
+    pub fn tag_topic(&self, tag: &TagSpec) -> NamespacePath {
+        NamespacePath::new(self.path.clone(), tag.path.clone())
+    }
+}
+
+/// A validated plant model.
+#[derive(Debug, Clone)]
+pub struct PlantModel {
+    enterprise: Segment,
+    description: Option<String>,
+    sites: Vec<Site>,
+    equipment: Vec<Equipment>,
+    /// Full tag topic -> (equipment index, tag index).
+    tag_index: HashMap<String, (usize, usize)>,
+}
+
+impl PlantModel {
+    /// Reads and validates a plant model file.
+    pub fn load(path: impl AsRef<Path>) -> Result<PlantModel, ModelErrors> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(src) => PlantModel::parse(&src, &file),
+            Err(e) => Err(ModelErrors::new(vec![ModelError {
+                file,
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!("cannot read plant model: {e}"),
+                hint: None,
+            }])),
+        }
+    }
+
+    /// Validates a plant model from TOML source, reporting every problem.
+    /// `file_name` only labels the errors.
+    pub fn parse(src: &str, file_name: &str) -> Result<PlantModel, ModelErrors> {
+        parse::parse_model(src, file_name)
+    }
+
+    /// The built-in demo plant ([`DEMO_PLANT_TOML`]).
+    pub fn demo() -> PlantModel {
+        // The demo file ships inside the crate and a test parses it, so a
+        // failure here is a packaging bug, not bad input.
+        PlantModel::parse(DEMO_PLANT_TOML, "demo-plant.toml").expect("demo plant is valid")
+    }
+
+    fn new(
+        enterprise: Segment,
+        description: Option<String>,
+        sites: Vec<Site>,
+        equipment: Vec<Equipment>,
+    ) -> PlantModel {
+        let mut tag_index = HashMap::new();
+        for (e, equipment) in equipment.iter().enumerate() {
+            for (t, tag) in equipment.tags.iter().enumerate() {
+                tag_index.insert(equipment.tag_topic(tag).to_topic(), (e, t));
+            }
+        }
+        PlantModel {
+            enterprise,
+            description,
+            sites,
+            equipment,
+            tag_index,
+        }
+    }
+
+    pub fn enterprise(&self) -> &Segment {
+        &self.enterprise
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    pub fn sites(&self) -> &[Site] {
+        &self.sites
+    }
+
+    /// All equipment, in file order.
+    pub fn equipment(&self) -> &[Equipment] {
+        &self.equipment
+    }
+
+    /// The equipment whose path is exactly `path`.
+    pub fn equipment_at(&self, path: &str) -> Option<&Equipment> {
+        self.equipment.iter().find(|e| e.path.as_str() == path)
+    }
+
+    /// The equipment and tag a concrete topic belongs to.
+    ///
+    /// Equivalent to taking the longest equipment path that prefixes the
+    /// topic and looking up the rest as its tag path (falling back to shorter
+    /// prefixes): validation guarantees every tag topic is unique, so a
+    /// single map lookup gives the same answer.
+    pub fn tag_for_topic(&self, topic: &str) -> Option<(&Equipment, &TagSpec)> {
+        let &(e, t) = self.tag_index.get(topic)?;
+        let equipment = self.equipment.get(e)?;
+        Some((equipment, equipment.tags.get(t)?))
+    }
+
+    /// Every tag topic of the model, in file order.
+    pub fn all_tag_topics(&self) -> impl Iterator<Item = NamespacePath> + '_ {
+        self.equipment
+            .iter()
+            .flat_map(|e| e.tags.iter().map(move |tag| e.tag_topic(tag)))
+    }
+
+    /// Number of tags across all equipment.
+    pub fn tag_count(&self) -> usize {
+        self.tag_index.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;
