@@ -1,1 +1,218 @@
-fn main() {}
+//! The `gantry` command: run a plant's Unified Namespace from a config file,
+//! run the demo plant, or check a plant model.
+
+mod auth;
+mod config;
+mod sources;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gantry_broker::hooks::Hooks;
+use gantry_broker::{Broker, BrokerConfig};
+use gantry_connectors::{Simulator, SimulatorConfig, Source};
+use gantry_model::PlantModel;
+
+use crate::auth::AnonymousPolicy;
+use crate::config::GantryConfig;
+
+#[derive(Parser)]
+#[command(name = "gantry", version, about = "The Unified Namespace for a plant, in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Gantry from a config file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the demo plant on 127.0.0.1 with embedded defaults.
+    Demo {
+        /// Where the demo keeps its retained state and sessions.
+        #[arg(long, default_value = "gantry-demo-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 1883)]
+        mqtt_port: u16,
+        #[arg(long, default_value_t = 8083)]
+        ws_port: u16,
+        /// Simulator seed: the same seed replays the same plant.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Check a plant model file and print every error with file, line and field.
+    Check {
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Check { file } => return check(&file),
+        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(&config))),
+        Command::Demo {
+            data_dir,
+            mqtt_port,
+            ws_port,
+            seed,
+        } => runtime().and_then(|rt| rt.block_on(demo(data_dir, mqtt_port, ws_port, seed))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gantry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gantry")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn check(file: &PathBuf) -> ExitCode {
+    match PlantModel::load(file) {
+        Ok(model) => {
+            println!(
+                "{}: ok ({} equipment, {} tags)",
+                file.display(),
+                model.equipment().len(),
+                model.tag_count()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("{e}");
+            }
+            eprintln!("{}: {} error(s)", file.display(), errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: BrokerConfig, hooks: Hooks) -> anyhow::Result<(Broker, gantry_broker::BoundAddrs)> {
+    let data_dir = config.data_dir.clone();
+    let broker = Broker::open(config, hooks)
+        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+    let bound = broker.listen().await?;
+    broker.spawn_sys_publisher();
+    Ok((broker, bound))
+}
+
+async fn run(path: &PathBuf) -> anyhow::Result<()> {
+    let config = GantryConfig::load(path)?;
+    let model = match &config.model {
+        Some(m) => Some(PlantModel::load(m).map_err(|e| anyhow::anyhow!("invalid plant model:\n{e}"))?),
+        None => None,
+    };
+    if config.mqtt.is_none() && config.websocket.is_none() {
+        anyhow::bail!("{}: no listener configured: add [mqtt] bind = \"127.0.0.1:1883\"", path.display());
+    }
+    if config.auth.allow_anonymous {
+        tracing::warn!("anonymous clients are allowed ([auth] allow_anonymous = true)");
+    } else {
+        tracing::warn!("anonymous access is disabled and no identities are configured yet: every client will be refused");
+    }
+    let hooks = Hooks {
+        authenticator: Arc::new(AnonymousPolicy {
+            allow_anonymous: config.auth.allow_anonymous,
+            loopback_only: false,
+        }),
+        ..Hooks::default()
+    };
+    let (broker, bound) = start(config.broker_config(), hooks).await?;
+    log_listeners(&bound);
+    if let Some(sim) = config.simulator.as_ref().filter(|s| s.enabled) {
+        let machines = match &model {
+            Some(m) => sources::simulated_machines(m),
+            None => SimulatorConfig::demo_plant().machines,
+        };
+        let mut sim_config = SimulatorConfig::new(machines);
+        sim_config.seed = sim.seed;
+        sim_config.tick = Duration::from_millis(sim.tick_ms.max(1));
+        spawn_simulator(&broker, sim_config);
+    }
+    wait_for_shutdown(&broker).await
+}
+
+fn spawn_simulator(broker: &Broker, config: SimulatorConfig) {
+    sources::spawn_source(broker.clone(), move || {
+        let sim = Simulator::new(config.clone()).context("invalid simulator configuration")?;
+        Ok(Box::new(sim) as Box<dyn Source>)
+    });
+}
+
+fn log_listeners(bound: &gantry_broker::BoundAddrs) {
+    if let Some(a) = bound.mqtt {
+        tracing::info!("MQTT listening on {a} (plain TCP)");
+    }
+    if let Some(a) = bound.websocket {
+        tracing::info!("MQTT over WebSocket listening on ws://{a}/mqtt");
+    }
+}
+
+async fn demo(data_dir: PathBuf, mqtt_port: u16, ws_port: u16, seed: u64) -> anyhow::Result<()> {
+    let model = PlantModel::demo();
+    let mut config = BrokerConfig::new(&data_dir);
+    config.mqtt_bind = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, mqtt_port)));
+    config.websocket_bind = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, ws_port)));
+    let hooks = Hooks {
+        authenticator: Arc::new(AnonymousPolicy {
+            allow_anonymous: true,
+            loopback_only: true,
+        }),
+        ..Hooks::default()
+    };
+    tracing::warn!("DEMO MODE: anonymous clients are allowed, from 127.0.0.1 only. Use `gantry run --config FILE` in production.");
+    let (broker, bound) = start(config, hooks).await?;
+    log_listeners(&bound);
+    let mut sim = SimulatorConfig::new(sources::simulated_machines(&model));
+    sim.seed = seed;
+    spawn_simulator(&broker, sim);
+    println!(
+        "\nGantry demo plant is running: enterprise {}, {} machines, {} tags, data in {}.\n\
+         Next, in another terminal:\n  \
+         mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'acme/#' -v          # watch the plant\n  \
+         mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t '$SYS/#' -v          # broker statistics\n  \
+         mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t acme/dallas/note -m hi -r   # write retained state\n\
+         Press Ctrl-C to stop.\n",
+        model.enterprise(),
+        model.equipment().len(),
+        model.tag_count(),
+        data_dir.display()
+    );
+    wait_for_shutdown(&broker).await
+}
+
+async fn wait_for_shutdown(broker: &Broker) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    broker.shutdown().await;
+    Ok(())
+}

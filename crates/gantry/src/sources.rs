@@ -1,0 +1,89 @@
+//! Wiring sources to the broker: the [`Sink`] that in-process sources publish
+//! through, and the simulator built from a plant model.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_broker::Broker;
+use gantry_codec::QoS;
+use gantry_connectors::simulator::{MachineKind, SimulatedMachine};
+use gantry_connectors::{Sink, SinkError, Source, SourceMessage};
+use gantry_model::PlantModel;
+
+/// Publishes source messages into the broker, through the same inspection and
+/// routing as an MQTT client's publish.
+pub struct BrokerSink {
+    broker: Broker,
+    source: String,
+}
+
+impl BrokerSink {
+    pub fn new(broker: Broker, source: &str) -> Self {
+        Self {
+            broker,
+            source: format!("source:{source}"),
+        }
+    }
+}
+
+impl Sink for BrokerSink {
+    fn publish(&self, msg: SourceMessage) -> Result<(), SinkError> {
+        let qos = QoS::from_u8(msg.qos).unwrap_or(QoS::AtMostOnce);
+        self.broker
+            .publish(&self.source, &msg.topic, msg.payload, qos, msg.retain)
+            .map(|_| ())
+            .map_err(|e| SinkError::Rejected {
+                topic: msg.topic,
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Machines to simulate for a plant model: every equipment, with its class
+/// deciding the behaviour (filler, capper, labeler, anything else generic).
+pub fn simulated_machines(model: &PlantModel) -> Vec<SimulatedMachine> {
+    model
+        .equipment()
+        .iter()
+        .map(|e| {
+            let class = e.class.as_deref().unwrap_or("");
+            let kind = match class.split('@').next().unwrap_or("") {
+                "filler" => MachineKind::Filler,
+                "capper" => MachineKind::Capper,
+                "labeler" => MachineKind::Labeler,
+                _ => MachineKind::Generic,
+            };
+            SimulatedMachine::new(e.path.as_str(), kind)
+        })
+        .collect()
+}
+
+/// Runs a source until shutdown, restarting it with back-off if it fails.
+pub fn spawn_source(broker: Broker, make: impl Fn() -> anyhow::Result<Box<dyn Source>> + Send + 'static) {
+    tokio::spawn(async move {
+        let mut shutdown = broker.shutdown_signal();
+        let mut delay = Duration::from_secs(1);
+        loop {
+            let source = match make() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start source");
+                    return;
+                }
+            };
+            let name = source.name().to_owned();
+            let sink: Arc<dyn Sink> = Arc::new(BrokerSink::new(broker.clone(), &name));
+            tracing::info!(source = %name, "source started");
+            match source.run(sink, shutdown.clone()).await {
+                Ok(()) => return,
+                Err(e) => tracing::error!(source = %name, error = %e, "source failed; restarting in {delay:?}"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    });
+}
+
