@@ -1,0 +1,198 @@
+//! End-to-end tests of the `gantry` binary with independent peers: the demo
+//! plant watched through `mosquitto_sub`, model and config checks, and retained
+//! state surviving `kill -9`.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("gantry did not open port {port} within 20 s");
+}
+
+fn spawn(args: &[&str]) -> Running {
+    let child = Command::new(GANTRY)
+        .args(args)
+        .env("GANTRY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gantry starts");
+    Running(child)
+}
+
+fn mosquitto_sub(port: u16, args: &[&str]) -> String {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("mosquitto_sub is installed (scripts/test.sh installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mosquitto_pub(port: u16, args: &[&str]) {
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .status()
+        .expect("mosquitto_pub is installed");
+    assert!(status.success(), "mosquitto_pub {args:?} failed");
+}
+
+#[test]
+fn demo_plant_is_visible_to_mosquitto_sub_and_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, ws) = (free_port(), free_port());
+    let mut demo = spawn(&[
+        "demo",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--mqtt-port",
+        &mqtt.to_string(),
+        "--ws-port",
+        &ws.to_string(),
+    ]);
+    wait_for_port(mqtt);
+    // A new subscriber sees the whole plant at once from retained state:
+    // 2 lines x 3 machines x 7 tags.
+    let mut snapshot = String::new();
+    for _ in 0..50 {
+        snapshot = mosquitto_sub(mqtt, &["-t", "acme/#", "-v", "-W", "2", "--retained-only"]);
+        if snapshot.lines().count() >= 42 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let topics: std::collections::BTreeSet<&str> =
+        snapshot.lines().filter_map(|l| l.split_once(' ').map(|(t, _)| t)).collect();
+    assert_eq!(topics.len(), 42, "every demo tag is retained:\n{snapshot}");
+    for machine in ["line-1/filler", "line-1/capper", "line-2/labeler"] {
+        for tag in ["state", "state_reason", "good_count", "reject_count", "speed", "temperature", "energy"] {
+            let t = format!("acme/dallas/packaging/{machine}/{tag}");
+            assert!(topics.contains(t.as_str()), "missing {t}");
+        }
+    }
+    let line = snapshot.lines().find(|l| l.contains("/filler/energy")).unwrap();
+    assert!(line.contains("\"timestamp_ms\":") && line.contains("\"value\":"), "{line}");
+    // The plant changes: the energy meter of a machine moves within a few seconds.
+    let energy_topic = "acme/dallas/packaging/line-1/filler/energy";
+    let first = mosquitto_sub(mqtt, &["-t", energy_topic, "-C", "1", "-W", "5"]);
+    let later = mosquitto_sub(mqtt, &["-t", energy_topic, "-C", "3", "-W", "10"]);
+    let last = later.lines().last().unwrap_or_default().to_owned();
+    assert_ne!(first.trim(), last.trim(), "the demo plant is live");
+    // The banner tells the user what to run next.
+    let _ = demo.0.kill();
+    let mut out = String::new();
+    demo.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(out.contains("mosquitto_sub -h 127.0.0.1"), "{out}");
+}
+
+#[test]
+fn check_accepts_the_demo_model_and_reports_errors_with_positions() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let ok = Command::new(GANTRY)
+        .args(["check", root.join("examples/demo-plant.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("6 equipment, 42 tags"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("plant.toml");
+    std::fs::write(
+        &bad,
+        "enterprise = \"acme\"\n[[site]]\nname = \"dallas\"\n[[equipment]]\npath = \"acme/dallas/Line 1/filler\"\n[equipment.tags.speed]\ntype = \"floaty\"\n",
+    )
+    .unwrap();
+    let out = Command::new(GANTRY).args(["check", bad.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plant.toml:5:"), "error names file and line 5:\n{err}");
+    assert!(err.contains("equipment[0].path"), "error names the field:\n{err}");
+    assert!(err.contains("plant.toml:7:"), "every error is reported:\n{err}");
+}
+
+#[test]
+fn config_errors_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gantry.toml");
+    std::fs::write(&cfg, "data_dir = \"d\"\n[mqtt]\nbind = \"127.0.0.1:1883\"\n[limits]\nmax_conections = 5\n").unwrap();
+    let out = Command::new(GANTRY).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gantry.toml:5:"), "{err}");
+    assert!(err.contains("max_conections"), "{err}");
+}
+
+#[test]
+fn default_deny_refuses_anonymous_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("gantry.toml");
+    std::fs::write(&cfg, format!("data_dir = \"data\"\n[mqtt]\nbind = \"127.0.0.1:{port}\"\n")).unwrap();
+    let _g = spawn(&["run", "--config", cfg.to_str().unwrap()]);
+    wait_for_port(port);
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "a", "-m", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "anonymous publish must be refused");
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(err.contains("not authori"), "{err}");
+}
+
+#[test]
+fn retained_state_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("gantry.toml");
+    std::fs::write(
+        &cfg,
+        format!("data_dir = \"data\"\n[mqtt]\nbind = \"127.0.0.1:{port}\"\n[auth]\nallow_anonymous = true\n"),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let mut g = spawn(&["run", "--config", &cfg]);
+    wait_for_port(port);
+    for i in 0..20 {
+        mosquitto_pub(port, &["-t", &format!("acme/site/r{i}"), "-m", &format!("v{i}"), "-r", "-q", "1"]);
+    }
+    mosquitto_pub(port, &["-t", "acme/site/r3", "-m", "", "-r", "-q", "1"]);
+    // kill -9: no chance to flush anything on the way out.
+    g.0.kill().unwrap();
+    g.0.wait().unwrap();
+    let _g2 = spawn(&["run", "--config", &cfg]);
+    wait_for_port(port);
+    let out = mosquitto_sub(port, &["-t", "acme/#", "-v", "-W", "2", "--retained-only"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 19, "19 retained topics after restart:\n{out}");
+    assert!(lines.contains(&"acme/site/r7 v7"));
+    assert!(!out.contains("acme/site/r3 "), "deleted topic stays deleted");
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs Gantry's whole test suite: unit and integration tests (cargo), then the
+# interop suite against independent MQTT peers (mosquitto clients, paho-mqtt).
+# Installs the peers it needs when they are missing (Debian + pip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+[ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+python3 -c 'import paho.mqtt, pytest' 2>/dev/null || {
+  echo "test.sh: installing paho-mqtt and pytest"
+  python3 -m pip install -q "paho-mqtt==2.1.0" "pytest==8.3.5"
+}
+
+cargo build --workspace --all-targets
+cargo test --workspace
+GANTRY_BIN="${CARGO_TARGET_DIR:-target}/debug/gantry" python3 -m pytest tests/interop -q
