@@ -44,6 +44,16 @@ pub enum PublishError {
     Rejected { topic: String, reason: String },
 }
 
+/// A snapshot of one client's session, for operators.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Raw filter, options and subscription identifier of each subscription.
+    pub subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
+    pub queued: usize,
+    pub inflight: usize,
+    pub connected: bool,
+}
+
 /// The result of routing one message.
 pub struct Routed {
     /// Sessions the message was queued for.
@@ -128,7 +138,9 @@ impl Broker {
                 && stored.disconnected_at_ms != 0
                 && stored.disconnected_at_ms + u64::from(stored.expiry_secs) * 1000 <= now;
             if expired {
-                self.inner.store.append(&Record::SessionDelete { client_id });
+                self.inner
+                    .store
+                    .append(&Record::SessionDelete { client_id });
                 continue;
             }
             let session = self.new_session(client_id.clone());
@@ -213,8 +225,13 @@ impl Broker {
         let Ok(spec) = parse_filter(raw) else {
             return false;
         };
-        let existed =
-            write(&self.inner.router).subscribe(session, spec.share_group, spec.filter, options, sub_id);
+        let existed = write(&self.inner.router).subscribe(
+            session,
+            spec.share_group,
+            spec.filter,
+            options,
+            sub_id,
+        );
         let mut st = session.lock();
         st.subscriptions
             .insert(raw.to_owned(), SubscriptionRecord { options, sub_id });
@@ -233,7 +250,8 @@ impl Broker {
         let Ok(spec) = parse_filter(raw) else {
             return false;
         };
-        let existed = write(&self.inner.router).unsubscribe(session.id, spec.share_group, spec.filter);
+        let existed =
+            write(&self.inner.router).unsubscribe(session.id, spec.share_group, spec.filter);
         let mut st = session.lock();
         st.subscriptions.remove(raw);
         if existed && st.is_persistent() {
@@ -356,7 +374,9 @@ impl Broker {
             // `$` topics ($SYS) are regenerated at start and are not persisted.
             if changed && !msg.topic.starts_with('$') {
                 seq = if msg.payload.is_empty() {
-                    self.inner.store.append(&Record::RetainClear(msg.topic.clone()))
+                    self.inner
+                        .store
+                        .append(&Record::RetainClear(msg.topic.clone()))
                 } else {
                     self.inner.store.append(&Record::RetainSet(msg.clone()))
                 };
@@ -470,7 +490,7 @@ impl Broker {
 
     /// A client's session: its subscriptions (raw filter, options, subscription
     /// identifier) and the number of messages queued for it.
-    pub fn session_info(&self, client_id: &str) -> Option<(Vec<(String, SubscriptionOptions, Option<u32>)>, usize)> {
+    pub fn session_info(&self, client_id: &str) -> Option<SessionInfo> {
         let session = self.sessions().get(client_id).cloned()?;
         let st = session.lock();
         let mut subs: Vec<_> = st
@@ -479,7 +499,12 @@ impl Broker {
             .map(|(f, r)| (f.clone(), r.options, r.sub_id))
             .collect();
         subs.sort_by(|a, b| a.0.cmp(&b.0));
-        Some((subs, st.queue.len()))
+        Some(SessionInfo {
+            subscriptions: subs,
+            queued: st.queue.len(),
+            inflight: st.inflight.len(),
+            connected: st.owner.is_some(),
+        })
     }
 
     /// The retained message on `topic`, if any.

@@ -39,7 +39,9 @@ static ASSIGNED_IDS: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 enum Exit {
     /// The client sent DISCONNECT; 5.0 reason 0x04 asks for the will anyway.
-    Graceful { publish_will: bool },
+    Graceful {
+        publish_will: bool,
+    },
     /// The client closed the socket or it failed.
     Closed,
     /// We close it with this reason (5.0 clients get DISCONNECT with it).
@@ -83,17 +85,31 @@ struct Conn {
 }
 
 /// Serves one accepted connection until it closes.
-pub(crate) async fn serve<S>(broker: Broker, stream: S, peer: Option<SocketAddr>, transport: &'static str)
-where
+pub(crate) async fn serve<S>(
+    broker: Broker,
+    stream: S,
+    peer: Option<SocketAddr>,
+    transport: &'static str,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let limits = broker.config().limits.clone();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut rbuf = BytesMut::with_capacity(MIN_READ);
     let connect_wait = Duration::from_secs(limits.connect_timeout_secs);
-    let connect = match timeout(connect_wait, read_connect(&mut reader, &mut rbuf, limits.max_packet_size)).await {
+    let connect = match timeout(
+        connect_wait,
+        read_connect(&mut reader, &mut rbuf, limits.max_packet_size),
+    )
+    .await
+    {
         Err(_) => {
-            tracing::debug!(?peer, transport, "no CONNECT within {}s; closing", limits.connect_timeout_secs);
+            tracing::debug!(
+                ?peer,
+                transport,
+                "no CONNECT within {}s; closing",
+                limits.connect_timeout_secs
+            );
             return;
         }
         Ok(Err(ConnectFailure::Io)) => return,
@@ -132,7 +148,11 @@ where
     Stats::add(&broker.inner.stats.connections_total, 1);
     tracing::debug!(client_id = %conn.info.client_id, ?peer, transport, ?version, "client connected");
     run(conn, &mut reader, &mut writer, rbuf, wbuf).await;
-    broker.inner.stats.clients_connected.fetch_sub(1, Ordering::Relaxed);
+    broker
+        .inner
+        .stats
+        .clients_connected
+        .fetch_sub(1, Ordering::Relaxed);
     broker.inner.connections.fetch_sub(1, Ordering::AcqRel);
 }
 
@@ -222,7 +242,13 @@ async fn accept(
         peer,
         transport,
     };
-    if let AuthDecision::Deny(reason, why) = broker.inner.hooks.authenticator.authenticate(&request).await {
+    if let AuthDecision::Deny(reason, why) = broker
+        .inner
+        .hooks
+        .authenticator
+        .authenticate(&request)
+        .await
+    {
         return Err((refuse(reason), why));
     }
     let info = ClientInfo {
@@ -350,8 +376,13 @@ async fn accept(
     Ok((conn, connack))
 }
 
-async fn run<R, W>(mut conn: Conn, reader: &mut R, writer: &mut W, mut rbuf: BytesMut, mut wbuf: BytesMut)
-where
+async fn run<R, W>(
+    mut conn: Conn,
+    reader: &mut R,
+    writer: &mut W,
+    mut rbuf: BytesMut,
+    mut wbuf: BytesMut,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -521,9 +552,9 @@ impl Conn {
             sent += 1;
             if d.qos != QoS::AtMostOnce {
                 let stage = if d.qos == QoS::AtLeastOnce {
-                    Stage::AwaitPubAck
+                    Stage::WaitPubAck
                 } else {
-                    Stage::AwaitPubRec
+                    Stage::WaitPubRec
                 };
                 st.inflight.push_back(Inflight {
                     packet_id,
@@ -547,11 +578,28 @@ impl Conn {
 
     /// Encodes one PUBLISH for this client. Returns 0 (and writes nothing) when
     /// it exceeds the client's maximum packet size.
-    fn encode_delivery(&mut self, d: &Delivery, packet_id: u16, dup: bool, now: u64, wbuf: &mut BytesMut) -> usize {
+    fn encode_delivery(
+        &mut self,
+        d: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        now: u64,
+        wbuf: &mut BytesMut,
+    ) -> usize {
         let msg = &d.msg;
         let start = wbuf.len();
         if !self.v5() {
-            return encode_publish(self.version, dup, d.qos, d.retain, &msg.topic, packet_id, &self.empty_props, &msg.payload, wbuf);
+            return encode_publish(
+                self.version,
+                dup,
+                d.qos,
+                d.retain,
+                &msg.topic,
+                packet_id,
+                &self.empty_props,
+                &msg.payload,
+                wbuf,
+            );
         }
         let (alias, known) = match self.out_aliases.get(&msg.topic) {
             Some(a) => (Some(*a), true),
@@ -561,7 +609,10 @@ impl Conn {
             None => (None, false),
         };
         let expiry = msg.remaining_expiry_secs(now);
-        let needs_props = msg.properties.is_some() || expiry.is_some() || !d.sub_ids.is_empty() || alias.is_some();
+        let needs_props = msg.properties.is_some()
+            || expiry.is_some()
+            || !d.sub_ids.is_empty()
+            || alias.is_some();
         let custom;
         let props = if needs_props {
             let mut p = msg.properties.as_deref().cloned().unwrap_or_default();
@@ -574,7 +625,17 @@ impl Conn {
             &self.empty_props
         };
         let topic = if known { "" } else { &msg.topic };
-        let written = encode_publish(self.version, dup, d.qos, d.retain, topic, packet_id, props, &msg.payload, wbuf);
+        let written = encode_publish(
+            self.version,
+            dup,
+            d.qos,
+            d.retain,
+            topic,
+            packet_id,
+            props,
+            &msg.payload,
+            wbuf,
+        );
         if written > self.client_max_packet {
             wbuf.truncate(start);
             tracing::debug!(client_id = %self.info.client_id, topic = %msg.topic, size = written, max = self.client_max_packet,
@@ -594,11 +655,18 @@ impl Conn {
         let now = now_ms();
         for e in inflight {
             match e.stage {
-                Stage::AwaitPubAck | Stage::AwaitPubRec => {
+                Stage::WaitPubAck | Stage::WaitPubRec => {
                     self.encode_delivery(&e.delivery, e.packet_id, true, now, wbuf);
                 }
-                Stage::AwaitPubComp => {
-                    encode(&Packet::PubRel(PubResponse { packet_id: e.packet_id, ..PubResponse::default() }), self.version, wbuf);
+                Stage::WaitPubComp => {
+                    encode(
+                        &Packet::PubRel(PubResponse {
+                            packet_id: e.packet_id,
+                            ..PubResponse::default()
+                        }),
+                        self.version,
+                        wbuf,
+                    );
                 }
             }
         }
@@ -610,7 +678,10 @@ impl Conn {
             Packet::PubAck(r) => {
                 let session = self.session.clone();
                 let mut st = session.lock();
-                if let Some(pos) = st.inflight.iter().position(|i| i.packet_id == r.packet_id && i.stage == Stage::AwaitPubAck)
+                if let Some(pos) = st
+                    .inflight
+                    .iter()
+                    .position(|i| i.packet_id == r.packet_id && i.stage == Stage::WaitPubAck)
                     && let Some(e) = st.inflight.remove(pos)
                 {
                     self.done(&e.delivery);
@@ -619,7 +690,10 @@ impl Conn {
             Packet::PubRec(r) => {
                 let session = self.session.clone();
                 let mut st = session.lock();
-                let pos = st.inflight.iter().position(|i| i.packet_id == r.packet_id && i.stage == Stage::AwaitPubRec);
+                let pos = st
+                    .inflight
+                    .iter()
+                    .position(|i| i.packet_id == r.packet_id && i.stage == Stage::WaitPubRec);
                 match pos {
                     Some(pos) if r.reason.is_error() => {
                         if let Some(e) = st.inflight.remove(pos) {
@@ -628,20 +702,42 @@ impl Conn {
                     }
                     Some(pos) => {
                         if let Some(e) = st.inflight.get_mut(pos) {
-                            e.stage = Stage::AwaitPubComp;
+                            e.stage = Stage::WaitPubComp;
                         }
-                        encode(&Packet::PubRel(PubResponse { packet_id: r.packet_id, ..PubResponse::default() }), self.version, wbuf);
+                        encode(
+                            &Packet::PubRel(PubResponse {
+                                packet_id: r.packet_id,
+                                ..PubResponse::default()
+                            }),
+                            self.version,
+                            wbuf,
+                        );
                     }
                     None => {
-                        let reason = if self.v5() { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND } else { ReasonCode::SUCCESS };
-                        encode(&Packet::PubRel(PubResponse { packet_id: r.packet_id, reason, properties: Properties::default() }), self.version, wbuf);
+                        let reason = if self.v5() {
+                            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                        } else {
+                            ReasonCode::SUCCESS
+                        };
+                        encode(
+                            &Packet::PubRel(PubResponse {
+                                packet_id: r.packet_id,
+                                reason,
+                                properties: Properties::default(),
+                            }),
+                            self.version,
+                            wbuf,
+                        );
                     }
                 }
             }
             Packet::PubComp(r) => {
                 let session = self.session.clone();
                 let mut st = session.lock();
-                if let Some(pos) = st.inflight.iter().position(|i| i.packet_id == r.packet_id && i.stage == Stage::AwaitPubComp)
+                if let Some(pos) = st
+                    .inflight
+                    .iter()
+                    .position(|i| i.packet_id == r.packet_id && i.stage == Stage::WaitPubComp)
                     && let Some(e) = st.inflight.remove(pos)
                 {
                     self.done(&e.delivery);
@@ -649,8 +745,20 @@ impl Conn {
             }
             Packet::PubRel(r) => {
                 let had = self.session.lock().incoming_qos2.remove(&r.packet_id);
-                let reason = if had || !self.v5() { ReasonCode::SUCCESS } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND };
-                self.push_ack(Packet::PubComp(PubResponse { packet_id: r.packet_id, reason, properties: Properties::default() }), Vec::new(), had);
+                let reason = if had || !self.v5() {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                self.push_ack(
+                    Packet::PubComp(PubResponse {
+                        packet_id: r.packet_id,
+                        reason,
+                        properties: Properties::default(),
+                    }),
+                    Vec::new(),
+                    had,
+                );
             }
             Packet::Subscribe(s) => return self.on_subscribe(s),
             Packet::Unsubscribe(u) => {
@@ -659,27 +767,50 @@ impl Conn {
                 for f in &u.filters {
                     let existed = self.broker.unsubscribe(&self.session, f);
                     persisted |= existed && self.session.lock().persisted;
-                    reasons.push(if existed { ReasonCode::SUCCESS } else { ReasonCode::NO_SUBSCRIPTION_EXISTED });
+                    reasons.push(if existed {
+                        ReasonCode::SUCCESS
+                    } else {
+                        ReasonCode::NO_SUBSCRIPTION_EXISTED
+                    });
                 }
                 let gates = self.store_gate_if(persisted);
-                self.push_ack(Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, reasons, properties: Properties::default() }), gates, false);
+                self.push_ack(
+                    Packet::UnsubAck(UnsubAck {
+                        packet_id: u.packet_id,
+                        reasons,
+                        properties: Properties::default(),
+                    }),
+                    gates,
+                    false,
+                );
             }
             Packet::PingReq => self.push_ack(Packet::PingResp, Vec::new(), false),
             Packet::Disconnect(d) => {
                 if let Some(expiry) = d.properties.session_expiry_interval {
                     let mut st = self.session.lock();
                     if st.expiry_secs == 0 && expiry > 0 {
-                        return Some(Exit::Error(ReasonCode::PROTOCOL_ERROR, "DISCONNECT sets a session expiry although CONNECT set none".into()));
+                        return Some(Exit::Error(
+                            ReasonCode::PROTOCOL_ERROR,
+                            "DISCONNECT sets a session expiry although CONNECT set none".into(),
+                        ));
                     }
                     st.expiry_secs = expiry;
                 }
-                return Some(Exit::Graceful { publish_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL });
+                return Some(Exit::Graceful {
+                    publish_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL,
+                });
             }
             Packet::Auth(_) => {
-                return Some(Exit::Error(ReasonCode::PROTOCOL_ERROR, "AUTH without an authentication method".into()));
+                return Some(Exit::Error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "AUTH without an authentication method".into(),
+                ));
             }
             other => {
-                return Some(Exit::Error(ReasonCode::PROTOCOL_ERROR, format!("a client must not send {}", other.kind())));
+                return Some(Exit::Error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    format!("a client must not send {}", other.kind()),
+                ));
             }
         }
         None
@@ -694,10 +825,29 @@ impl Conn {
         }
     }
 
-    fn ack_publish(&mut self, qos: QoS, packet_id: u16, reason: ReasonCode, why: &str, gates: Vec<AckGate>) {
-        let reason = if self.v5() { reason } else { ReasonCode::SUCCESS };
-        let properties = if reason.is_error() { self.reason_props(why) } else { Properties::default() };
-        let r = PubResponse { packet_id, reason, properties };
+    fn ack_publish(
+        &mut self,
+        qos: QoS,
+        packet_id: u16,
+        reason: ReasonCode,
+        why: &str,
+        gates: Vec<AckGate>,
+    ) {
+        let reason = if self.v5() {
+            reason
+        } else {
+            ReasonCode::SUCCESS
+        };
+        let properties = if reason.is_error() {
+            self.reason_props(why)
+        } else {
+            Properties::default()
+        };
+        let r = PubResponse {
+            packet_id,
+            reason,
+            properties,
+        };
         match qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.push_ack(Packet::PubAck(r), gates, true),
@@ -714,16 +864,35 @@ impl Conn {
     }
 
     fn on_publish(&mut self, p: gantry_codec::Publish) -> Option<Exit> {
-        let gantry_codec::Publish { qos, retain, topic, packet_id, mut properties, payload, .. } = p;
+        let gantry_codec::Publish {
+            qos,
+            retain,
+            topic,
+            packet_id,
+            mut properties,
+            payload,
+            ..
+        } = p;
         let topic: Arc<str> = match properties.topic_alias.take() {
             Some(alias) if self.v5() => {
                 if alias == 0 || alias > self.limits.topic_alias_maximum {
-                    return Some(Exit::Error(ReasonCode::TOPIC_ALIAS_INVALID, format!("topic alias {alias} is outside 1..={}", self.limits.topic_alias_maximum)));
+                    return Some(Exit::Error(
+                        ReasonCode::TOPIC_ALIAS_INVALID,
+                        format!(
+                            "topic alias {alias} is outside 1..={}",
+                            self.limits.topic_alias_maximum
+                        ),
+                    ));
                 }
                 if topic.is_empty() {
                     match self.in_aliases.get(&alias) {
                         Some(t) => t.clone(),
-                        None => return Some(Exit::Error(ReasonCode::PROTOCOL_ERROR, format!("topic alias {alias} was never set"))),
+                        None => {
+                            return Some(Exit::Error(
+                                ReasonCode::PROTOCOL_ERROR,
+                                format!("topic alias {alias} was never set"),
+                            ));
+                        }
                     }
                 } else {
                     let t: Arc<str> = Arc::from(topic);
@@ -735,28 +904,62 @@ impl Conn {
         };
         if qos != QoS::AtMostOnce {
             if self.inbound_inflight >= usize::from(self.limits.receive_maximum) {
-                return Some(Exit::Error(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, format!("more than {} unacknowledged QoS 1/2 publishes", self.limits.receive_maximum)));
+                return Some(Exit::Error(
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    format!(
+                        "more than {} unacknowledged QoS 1/2 publishes",
+                        self.limits.receive_maximum
+                    ),
+                ));
             }
             self.inbound_inflight += 1;
         }
         if qos == QoS::ExactlyOnce && self.session.lock().incoming_qos2.contains(&packet_id) {
             // A retransmission of a message we already own: acknowledge again only.
-            self.push_ack(Packet::PubRec(PubResponse { packet_id, ..PubResponse::default() }), Vec::new(), false);
+            self.push_ack(
+                Packet::PubRec(PubResponse {
+                    packet_id,
+                    ..PubResponse::default()
+                }),
+                Vec::new(),
+                false,
+            );
             self.inbound_inflight -= 1;
             return None;
         }
-        if properties.payload_format_indicator == Some(1) && std::str::from_utf8(&payload).is_err() {
-            self.ack_publish(qos, packet_id, ReasonCode::PAYLOAD_FORMAT_INVALID, "payload format indicator says UTF-8 but the payload is not", Vec::new());
+        if properties.payload_format_indicator == Some(1) && std::str::from_utf8(&payload).is_err()
+        {
+            self.ack_publish(
+                qos,
+                packet_id,
+                ReasonCode::PAYLOAD_FORMAT_INVALID,
+                "payload format indicator says UTF-8 but the payload is not",
+                Vec::new(),
+            );
             return None;
         }
-        if !self.broker.inner.hooks.authorizer.can_publish(&self.info, &topic) {
+        if !self
+            .broker
+            .inner
+            .hooks
+            .authorizer
+            .can_publish(&self.info, &topic)
+        {
             tracing::warn!(client_id = %self.info.client_id, topic = %topic, "publish not authorized; dropped");
             Stats::add(&self.broker.inner.stats.publishes_rejected, 1);
-            self.ack_publish(qos, packet_id, ReasonCode::NOT_AUTHORIZED, "not authorized to publish to this topic", Vec::new());
+            self.ack_publish(
+                qos,
+                packet_id,
+                ReasonCode::NOT_AUTHORIZED,
+                "not authorized to publish to this topic",
+                Vec::new(),
+            );
             return None;
         }
         let now = now_ms();
-        let expires_at_ms = properties.message_expiry_interval.map(|s| now + u64::from(s) * 1000);
+        let expires_at_ms = properties
+            .message_expiry_interval
+            .map(|s| now + u64::from(s) * 1000);
         properties.message_expiry_interval = None;
         properties.subscription_identifiers.clear();
         let forwarded = (!properties.is_empty()).then(|| Box::new(properties));
@@ -770,14 +973,23 @@ impl Conn {
             received_at_ms: now,
             publisher: Some(self.info.client_id.clone()),
         };
-        if let Verdict::Reject { reason, reason_string, .. } = self.broker.inspect(&self.info, &mut msg) {
+        if let Verdict::Reject {
+            reason,
+            reason_string,
+            ..
+        } = self.broker.inspect(&self.info, &mut msg)
+        {
             tracing::debug!(client_id = %self.info.client_id, topic = %msg.topic, %reason, "publish rejected: {reason_string}");
             self.ack_publish(qos, packet_id, reason, &reason_string, Vec::new());
             return None;
         }
         Stats::add(&self.broker.inner.stats.messages_received, 1);
         let routed = self.broker.route(Arc::new(msg));
-        let reason = if routed.matched == 0 && self.v5() { ReasonCode::NO_MATCHING_SUBSCRIBERS } else { ReasonCode::SUCCESS };
+        let reason = if routed.matched == 0 && self.v5() {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
+        };
         self.ack_publish(qos, packet_id, reason, "", routed.gates);
         None
     }
@@ -792,17 +1004,34 @@ impl Conn {
                 Ok(spec) => spec,
                 Err(e) => {
                     why = e;
-                    reasons.push(if self.v5() { ReasonCode::TOPIC_FILTER_INVALID } else { ReasonCode::UNSPECIFIED_ERROR });
+                    reasons.push(if self.v5() {
+                        ReasonCode::TOPIC_FILTER_INVALID
+                    } else {
+                        ReasonCode::UNSPECIFIED_ERROR
+                    });
                     continue;
                 }
             };
             if spec.share_group.is_some() && options.no_local {
-                return Some(Exit::Error(ReasonCode::PROTOCOL_ERROR, format!("no-local on the shared subscription {raw:?}")));
+                return Some(Exit::Error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    format!("no-local on the shared subscription {raw:?}"),
+                ));
             }
-            if !self.broker.inner.hooks.authorizer.can_subscribe(&self.info, raw) {
+            if !self
+                .broker
+                .inner
+                .hooks
+                .authorizer
+                .can_subscribe(&self.info, raw)
+            {
                 tracing::warn!(client_id = %self.info.client_id, filter = %raw, "subscribe not authorized");
                 why = format!("not authorized to subscribe to {raw:?}");
-                reasons.push(if self.v5() { ReasonCode::NOT_AUTHORIZED } else { ReasonCode::UNSPECIFIED_ERROR });
+                reasons.push(if self.v5() {
+                    ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
                 continue;
             }
             let existed = self.broker.subscribe(&self.session, raw, *options, sub_id);
@@ -811,9 +1040,17 @@ impl Conn {
         }
         let persisted = self.session.lock().persisted;
         let gates = self.store_gate_if(persisted);
-        let properties = if why.is_empty() { Properties::default() } else { self.reason_props(&why) };
+        let properties = if why.is_empty() {
+            Properties::default()
+        } else {
+            self.reason_props(&why)
+        };
         self.pending.push_back(PendingAck {
-            packet: Packet::SubAck(SubAck { packet_id: s.packet_id, reasons, properties }),
+            packet: Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                reasons,
+                properties,
+            }),
             gates,
             then_enqueue: retained,
             releases_window: false,
@@ -822,17 +1059,33 @@ impl Conn {
     }
 
     /// Sends the final DISCONNECT, returns the session and schedules the will.
-    async fn finish<W: AsyncWrite + Unpin>(mut self, exit: Exit, writer: &mut W, mut wbuf: BytesMut) {
+    async fn finish<W: AsyncWrite + Unpin>(
+        mut self,
+        exit: Exit,
+        writer: &mut W,
+        mut wbuf: BytesMut,
+    ) {
         let client_id = self.info.client_id.clone();
         let (reason, why) = match &exit {
             Exit::Error(code, why) => (Some(*code), why.clone()),
-            Exit::TakenOver => (Some(ReasonCode::SESSION_TAKEN_OVER), "another connection took over the session".into()),
-            Exit::Shutdown => (Some(ReasonCode::SERVER_SHUTTING_DOWN), "broker shutting down".into()),
-            Exit::KeepAliveTimeout => (Some(ReasonCode::KEEP_ALIVE_TIMEOUT), "nothing received within 1.5 x keep-alive".into()),
+            Exit::TakenOver => (
+                Some(ReasonCode::SESSION_TAKEN_OVER),
+                "another connection took over the session".into(),
+            ),
+            Exit::Shutdown => (
+                Some(ReasonCode::SERVER_SHUTTING_DOWN),
+                "broker shutting down".into(),
+            ),
+            Exit::KeepAliveTimeout => (
+                Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+                "nothing received within 1.5 x keep-alive".into(),
+            ),
             _ => (None, String::new()),
         };
         match &exit {
-            Exit::Error(code, why) => tracing::warn!(client_id = %client_id, reason = %code, "closing connection: {why}"),
+            Exit::Error(code, why) => {
+                tracing::warn!(client_id = %client_id, reason = %code, "closing connection: {why}")
+            }
             other => tracing::debug!(client_id = %client_id, ?other, "connection closed"),
         }
         if let Some(code) = reason {
@@ -840,7 +1093,14 @@ impl Conn {
             self.flush_acks(&mut wbuf);
             if self.v5() {
                 let properties = self.reason_props(&why);
-                encode(&Packet::Disconnect(Disconnect { reason: code, properties }), self.version, &mut wbuf);
+                encode(
+                    &Packet::Disconnect(Disconnect {
+                        reason: code,
+                        properties,
+                    }),
+                    self.version,
+                    &mut wbuf,
+                );
             }
         }
         if !wbuf.is_empty() {
@@ -867,7 +1127,9 @@ impl Conn {
             if expiry == 0 {
                 let removed = {
                     let mut sessions = broker.sessions();
-                    let current = sessions.get(&client_id).is_some_and(|s| Arc::ptr_eq(s, &session));
+                    let current = sessions
+                        .get(&client_id)
+                        .is_some_and(|s| Arc::ptr_eq(s, &session));
                     if current {
                         sessions.remove(&client_id);
                     }
@@ -878,16 +1140,34 @@ impl Conn {
                 }
             } else {
                 if session.lock().persisted {
-                    broker.inner.store.append(&Record::SessionClosed { client_id: client_id.clone(), at_ms: now_ms() });
+                    broker.inner.store.append(&Record::SessionClosed {
+                        client_id: client_id.clone(),
+                        at_ms: now_ms(),
+                    });
                 }
                 if expiry != u32::MAX {
-                    broker.schedule_expiry(session.clone(), generation, Duration::from_secs(u64::from(expiry)));
+                    broker.schedule_expiry(
+                        session.clone(),
+                        generation,
+                        Duration::from_secs(u64::from(expiry)),
+                    );
                 }
             }
         }
         if let Some(will) = self.will.take().filter(|_| publish_will) {
-            let delay = will.properties.will_delay_interval.unwrap_or(0).min(if owned { expiry } else { u32::MAX });
-            schedule_will(broker, session, self.generation, self.info.clone(), will, delay);
+            let delay = will
+                .properties
+                .will_delay_interval
+                .unwrap_or(0)
+                .min(if owned { expiry } else { u32::MAX });
+            schedule_will(
+                broker,
+                session,
+                self.generation,
+                self.info.clone(),
+                will,
+                delay,
+            );
         }
     }
 }
@@ -912,7 +1192,10 @@ impl Broker {
 fn will_message(client: &ClientInfo, will: LastWill) -> Message {
     let now = now_ms();
     let mut props = will.properties;
-    let expires_at_ms = props.message_expiry_interval.take().map(|s| now + u64::from(s) * 1000);
+    let expires_at_ms = props
+        .message_expiry_interval
+        .take()
+        .map(|s| now + u64::from(s) * 1000);
     props.will_delay_interval = None;
     Message {
         topic: Arc::from(will.topic),
@@ -928,7 +1211,14 @@ fn will_message(client: &ClientInfo, will: LastWill) -> Message {
 
 /// Publishes the will after `delay_secs`, unless the session was resumed by a
 /// new connection in the meantime.
-fn schedule_will(broker: Broker, session: Arc<Session>, generation: u64, client: ClientInfo, will: LastWill, delay_secs: u32) {
+fn schedule_will(
+    broker: Broker,
+    session: Arc<Session>,
+    generation: u64,
+    client: ClientInfo,
+    will: LastWill,
+    delay_secs: u32,
+) {
     let publish = move |broker: &Broker| {
         let mut msg = will_message(&client, will);
         if let Verdict::Accept = broker.inspect(&client, &mut msg) {
@@ -951,4 +1241,3 @@ fn schedule_will(broker: Broker, session: Arc<Session>, generation: u64, client:
         }
     });
 }
-

@@ -19,7 +19,7 @@ mod stats;
 pub mod store;
 mod sys;
 
-pub use broker::{Broker, BrokerError, PublishError, Routed};
+pub use broker::{Broker, BrokerError, PublishError, Routed, SessionInfo};
 pub use config::{BrokerConfig, Durability, Limits, SyncPolicy};
 pub use listener::BoundAddrs;
 pub use message::Message;

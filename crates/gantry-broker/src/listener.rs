@@ -25,12 +25,24 @@ impl Broker {
     pub async fn listen(&self) -> Result<BoundAddrs, BrokerError> {
         let mut bound = BoundAddrs::default();
         if let Some(addr) = self.config().mqtt_bind {
-            let l = TcpListener::bind(addr).await.map_err(|source| BrokerError::Bind { what: "MQTT", addr, source })?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| BrokerError::Bind {
+                    what: "MQTT",
+                    addr,
+                    source,
+                })?;
             bound.mqtt = l.local_addr().ok();
             tokio::spawn(accept_loop(self.clone(), l, false));
         }
         if let Some(addr) = self.config().websocket_bind {
-            let l = TcpListener::bind(addr).await.map_err(|source| BrokerError::Bind { what: "MQTT over WebSocket", addr, source })?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| BrokerError::Bind {
+                    what: "MQTT over WebSocket",
+                    addr,
+                    source,
+                })?;
             bound.websocket = l.local_addr().ok();
             tokio::spawn(accept_loop(self.clone(), l, true));
         }
@@ -67,6 +79,7 @@ async fn accept_loop(broker: Broker, listener: TcpListener, websocket: bool) {
 /// Accepts the WebSocket handshake (subprotocol `mqtt`) and bridges the
 /// WebSocket's binary frames to a byte stream served like a TCP connection.
 async fn serve_websocket(broker: Broker, stream: TcpStream, peer: SocketAddr) {
+    #[allow(clippy::result_large_err)] // the signature is tungstenite's
     let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         let offers_mqtt = req
             .headers()
@@ -76,7 +89,8 @@ async fn serve_websocket(broker: Broker, stream: TcpStream, peer: SocketAddr) {
             .flat_map(|v| v.split(','))
             .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
         if offers_mqtt {
-            resp.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+            resp.headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
         }
         Ok(resp)
     };
@@ -111,7 +125,11 @@ async fn serve_websocket(broker: Broker, stream: TcpStream, peer: SocketAddr) {
             match from_broker.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if ws_tx.send(WsMessage::binary(buf[..n].to_vec())).await.is_err() {
+                    if ws_tx
+                        .send(WsMessage::binary(buf[..n].to_vec()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }

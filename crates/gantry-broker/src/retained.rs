@@ -78,7 +78,12 @@ mod tests {
     use gantry_codec::QoS;
 
     fn msg(topic: &str, payload: &str) -> Arc<Message> {
-        Arc::new(Message::new(topic, payload.as_bytes(), QoS::AtMostOnce, true))
+        Arc::new(Message::new(
+            topic,
+            payload.as_bytes(),
+            QoS::AtMostOnce,
+            true,
+        ))
     }
 
     #[test]
@@ -99,9 +104,16 @@ mod tests {
         s.apply(msg("acmex/a/x", "4"));
         s.apply(msg("acme/a/x", "5"));
         assert_eq!(s.len(), 4);
-        assert_eq!(s.get("acme/a/x").map(|m| m.payload.clone()), Some("5".into()));
+        assert_eq!(
+            s.get("acme/a/x").map(|m| m.payload.clone()),
+            Some("5".into())
+        );
         s.apply(msg("acme/a", "6"));
-        let m: Vec<_> = s.matching("acme/a/#", 0).iter().map(|m| m.payload.clone()).collect();
+        let m: Vec<_> = s
+            .matching("acme/a/#", 0)
+            .iter()
+            .map(|m| m.payload.clone())
+            .collect();
         assert_eq!(m, vec!["6", "5", "2"]);
         assert_eq!(s.matching("acme/+/x", 0).len(), 2);
         assert_eq!(s.matching("#", 0).len(), 5);

@@ -126,7 +126,12 @@ impl Router {
     }
 
     /// Removes a subscription; returns true when it existed.
-    pub fn unsubscribe(&mut self, session: SessionId, share_group: Option<&str>, filter: &str) -> bool {
+    pub fn unsubscribe(
+        &mut self,
+        session: SessionId,
+        share_group: Option<&str>,
+        filter: &str,
+    ) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
         let removed = Self::remove_at(&mut self.root, &levels, session, share_group);
         if removed {
@@ -135,7 +140,12 @@ impl Router {
         removed
     }
 
-    fn remove_at(node: &mut Node, levels: &[&str], session: SessionId, group: Option<&str>) -> bool {
+    fn remove_at(
+        node: &mut Node,
+        levels: &[&str],
+        session: SessionId,
+        group: Option<&str>,
+    ) -> bool {
         match levels.split_first() {
             Some((&"#", _)) | None => {
                 let multi = !levels.is_empty();

@@ -27,14 +27,16 @@ pub struct Delivery {
     pub qseq: u64,
 }
 
+/// What an in-flight outgoing message waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)]
 pub enum Stage {
     /// PUBLISH QoS 1 sent, waiting for PUBACK.
-    AwaitPubAck,
+    WaitPubAck,
     /// PUBLISH QoS 2 sent, waiting for PUBREC.
-    AwaitPubRec,
+    WaitPubRec,
     /// PUBREL sent, waiting for PUBCOMP.
-    AwaitPubComp,
+    WaitPubComp,
 }
 
 #[derive(Debug, Clone)]

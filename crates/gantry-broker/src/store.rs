@@ -45,16 +45,27 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 pub enum Record {
     RetainSet(Arc<Message>),
     RetainClear(Arc<str>),
-    SessionOpen { client_id: Arc<str>, expiry_secs: u32 },
-    SessionClosed { client_id: Arc<str>, at_ms: u64 },
-    SessionDelete { client_id: Arc<str> },
+    SessionOpen {
+        client_id: Arc<str>,
+        expiry_secs: u32,
+    },
+    SessionClosed {
+        client_id: Arc<str>,
+        at_ms: u64,
+    },
+    SessionDelete {
+        client_id: Arc<str>,
+    },
     Subscribe {
         client_id: Arc<str>,
         filter: String,
         options: SubscriptionOptions,
         sub_id: Option<u32>,
     },
-    Unsubscribe { client_id: Arc<str>, filter: String },
+    Unsubscribe {
+        client_id: Arc<str>,
+        filter: String,
+    },
     Enqueue {
         client_id: Arc<str>,
         qseq: u64,
@@ -62,7 +73,10 @@ pub enum Record {
         retain: bool,
         msg: Arc<Message>,
     },
-    Ack { client_id: Arc<str>, qseq: u64 },
+    Ack {
+        client_id: Arc<str>,
+        qseq: u64,
+    },
 }
 
 mod kind {
@@ -411,7 +425,8 @@ fn replay(path: &Path, state: &mut State) -> Result<u64, StoreError> {
     let data = Bytes::from(data);
     let mut pos = 0usize;
     while data.len() - pos >= 8 {
-        let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let len =
+            u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
         let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
         let Some(end) = (pos + 8).checked_add(len).filter(|e| *e <= data.len()) else {
             break;
@@ -444,7 +459,11 @@ fn list(dir: &Path, prefix: &str) -> Result<Vec<u64>, StoreError> {
     let mut gens = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
-        if let Some(g) = entry.file_name().to_str().and_then(|n| generation(n, prefix)) {
+        if let Some(g) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| generation(n, prefix))
+        {
             gens.push(g);
         }
     }
@@ -464,7 +483,10 @@ fn load(dir: &Path, snap: Option<u64>, upto: u64) -> Result<State, StoreError> {
             let path = dir.join(format!("log-{g}"));
             let valid = replay(&path, &mut state)?;
             // Cut a torn tail so that new records are not appended after garbage.
-            let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
             if f.metadata().map_err(io_err(&path))?.len() != valid {
                 f.set_len(valid).map_err(io_err(&path))?;
             }
@@ -522,7 +544,11 @@ impl AckGate {
 impl Store {
     /// Opens (creating if needed) the store in `dir`, recovers its state and
     /// starts the writer thread.
-    pub fn open(dir: &Path, sync: SyncPolicy, compact_after: u64) -> Result<(Store, State), StoreError> {
+    pub fn open(
+        dir: &Path,
+        sync: SyncPolicy,
+        compact_after: u64,
+    ) -> Result<(Store, State), StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         // Leftover temporary snapshot from a crash during compaction.
         let _ = fs::remove_file(dir.join("snap.tmp"));
@@ -566,7 +592,11 @@ impl Store {
 
     /// Queues a record; returns its sequence number.
     pub fn append(&self, rec: &Record) -> u64 {
-        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         rec.encode(&mut p.buf);
         p.last_seq += 1;
         let seq = p.last_seq;
@@ -590,7 +620,11 @@ impl Store {
 
     /// Flushes what is queued and stops the writer.
     pub fn shutdown(&self) {
-        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         p.shutdown = true;
         drop(p);
         self.shared.wake.notify_one();
@@ -617,7 +651,11 @@ impl Writer {
         let mut batch = BytesMut::new();
         loop {
             let (seq, shutdown) = {
-                let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mut p = self
+                    .shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 while p.buf.is_empty() && !p.shutdown {
                     p = self.shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
                 }
@@ -696,7 +734,9 @@ impl Writer {
             state.encode(&mut buf);
             let tmp = self.dir.join("snap.tmp");
             let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-            f.write_all(&buf).and_then(|_| f.sync_all()).map_err(io_err(&tmp))?;
+            f.write_all(&buf)
+                .and_then(|_| f.sync_all())
+                .map_err(io_err(&tmp))?;
             let snap = self.dir.join(format!("snap-{next}"));
             fs::rename(&tmp, &snap).map_err(io_err(&snap))?;
             if let Ok(d) = File::open(&self.dir) {
@@ -711,7 +751,11 @@ impl Writer {
                 }
             }
             self.snapshot = Some(next);
-            tracing::info!(snapshot = next, bytes = buf.len(), "compacted the broker store");
+            tracing::info!(
+                snapshot = next,
+                bytes = buf.len(),
+                "compacted the broker store"
+            );
             Ok(())
         })();
         if let Err(e) = result {
@@ -725,7 +769,12 @@ mod tests {
     use super::*;
 
     fn msg(topic: &str, payload: &str) -> Arc<Message> {
-        Arc::new(Message::new(topic, payload.as_bytes(), QoS::AtLeastOnce, true))
+        Arc::new(Message::new(
+            topic,
+            payload.as_bytes(),
+            QoS::AtLeastOnce,
+            true,
+        ))
     }
 
     async fn settle(store: &Store, seq: u64) {
@@ -739,15 +788,24 @@ mod tests {
         assert!(state.retained.is_empty());
         let mut seq = 0;
         for i in 0..200 {
-            seq = store.append(&Record::RetainSet(msg(&format!("a/{}", i % 50), &format!("v{i}"))));
+            seq = store.append(&Record::RetainSet(msg(
+                &format!("a/{}", i % 50),
+                &format!("v{i}"),
+            )));
         }
         store.append(&Record::RetainClear(Arc::from("a/0")));
         let cid: Arc<str> = Arc::from("c1");
-        store.append(&Record::SessionOpen { client_id: cid.clone(), expiry_secs: 60 });
+        store.append(&Record::SessionOpen {
+            client_id: cid.clone(),
+            expiry_secs: 60,
+        });
         store.append(&Record::Subscribe {
             client_id: cid.clone(),
             filter: "a/#".into(),
-            options: SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
             sub_id: Some(4),
         });
         for q in 1..=5 {
@@ -759,18 +817,30 @@ mod tests {
                 msg: msg("a/1", "x"),
             });
         }
-        seq = seq.max(store.append(&Record::Ack { client_id: cid.clone(), qseq: 2 }));
+        seq = seq.max(store.append(&Record::Ack {
+            client_id: cid.clone(),
+            qseq: 2,
+        }));
         settle(&store, seq).await;
         store.shutdown();
         std::thread::sleep(Duration::from_millis(50));
         let (_store2, state) = Store::open(dir.path(), SyncPolicy::Write, 2_000).unwrap();
         assert_eq!(state.retained.len(), 49);
-        assert_eq!(state.retained.get("a/7").map(|m| m.payload.clone()), Some(Bytes::from("v157")));
+        assert_eq!(
+            state.retained.get("a/7").map(|m| m.payload.clone()),
+            Some(Bytes::from("v157"))
+        );
         let s = &state.sessions[&cid];
         assert_eq!(s.expiry_secs, 60);
         assert_eq!(s.subscriptions["a/#"].1, Some(4));
-        assert_eq!(s.queue.keys().copied().collect::<Vec<_>>(), vec![1, 3, 4, 5]);
-        assert!(list(dir.path(), "snap-").unwrap().len() == 1, "compaction wrote one snapshot");
+        assert_eq!(
+            s.queue.keys().copied().collect::<Vec<_>>(),
+            vec![1, 3, 4, 5]
+        );
+        assert!(
+            list(dir.path(), "snap-").unwrap().len() == 1,
+            "compaction wrote one snapshot"
+        );
     }
 
     #[test]
@@ -784,7 +854,10 @@ mod tests {
         fs::write(dir.path().join("log-0"), torn).unwrap();
         let (store, state) = Store::open(dir.path(), SyncPolicy::Write, 1 << 20).unwrap();
         assert_eq!(state.retained.len(), 1);
-        assert_eq!(fs::metadata(dir.path().join("log-0")).unwrap().len(), good as u64);
+        assert_eq!(
+            fs::metadata(dir.path().join("log-0")).unwrap().len(),
+            good as u64
+        );
         store.shutdown();
     }
 }

@@ -61,8 +61,10 @@ fn connect_roundtrips_in_both_versions() {
 
 #[test]
 fn v311_drops_five_only_fields() {
-    let mut props = Properties::default();
-    props.reason_string = Some("nope".into());
+    let props = Properties {
+        reason_string: Some("nope".into()),
+        ..Properties::default()
+    };
     let p = Packet::PubAck(PubResponse {
         packet_id: 7,
         reason: ReasonCode::NOT_AUTHORIZED,
@@ -255,8 +257,10 @@ proptest! {
 #[test]
 fn acks_roundtrip() {
     let v = ProtocolVersion::V5;
-    let mut props = Properties::default();
-    props.reason_string = Some("contract violation: value above max".into());
+    let props = Properties {
+        reason_string: Some("contract violation: value above max".into()),
+        ..Properties::default()
+    };
     let packets = vec![
         Packet::PubAck(PubResponse {
             packet_id: 1,

@@ -23,7 +23,10 @@ impl Authenticator for AnonymousPolicy {
         } else if self.loopback_only && !request.peer.is_none_or(|p| p.ip().is_loopback()) {
             AuthDecision::Deny(
                 ReasonCode::NOT_AUTHORIZED,
-                format!("client {:?}: demo mode accepts loopback connections only", request.client_id),
+                format!(
+                    "client {:?}: demo mode accepts loopback connections only",
+                    request.client_id
+                ),
             )
         } else {
             AuthDecision::Allow

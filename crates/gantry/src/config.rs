@@ -167,7 +167,9 @@ seed = 7
         assert_eq!(c.limits.max_queued_messages, 50);
         assert!(c.auth.allow_anonymous);
         assert_eq!(c.simulator.map(|s| s.seed), Some(7));
-        let b = GantryConfig::parse("data_dir = \"d\"", "x").unwrap().broker_config();
+        let b = GantryConfig::parse("data_dir = \"d\"", "x")
+            .unwrap()
+            .broker_config();
         assert!(b.mqtt_bind.is_none());
     }
 
@@ -177,7 +179,8 @@ seed = 7
         let e = GantryConfig::parse(src, "gantry.toml").unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("gantry.toml", 5));
         assert!(e.message.contains("max_queued_mesages"), "{e}");
-        let e = GantryConfig::parse("data_dir = \"d\"\n[mqtt]\nbind = \"localhost\"\n", "g.toml").unwrap_err();
+        let e = GantryConfig::parse("data_dir = \"d\"\n[mqtt]\nbind = \"localhost\"\n", "g.toml")
+            .unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.to_string().starts_with("g.toml:3:"), "{e}");
     }

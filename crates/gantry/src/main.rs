@@ -22,7 +22,11 @@ use crate::auth::AnonymousPolicy;
 use crate::config::GantryConfig;
 
 #[derive(Parser)]
-#[command(name = "gantry", version, about = "The Unified Namespace for a plant, in one binary")]
+#[command(
+    name = "gantry",
+    version,
+    about = "The Unified Namespace for a plant, in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,9 +53,7 @@ enum Command {
         seed: u64,
     },
     /// Check a plant model file and print every error with file, line and field.
-    Check {
-        file: PathBuf,
-    },
+    Check { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -79,7 +81,10 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -90,7 +95,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn check(file: &PathBuf) -> ExitCode {
+fn check(file: &std::path::Path) -> ExitCode {
     match PlantModel::load(file) {
         Ok(model) => {
             println!(
@@ -111,7 +116,10 @@ fn check(file: &PathBuf) -> ExitCode {
     }
 }
 
-async fn start(config: BrokerConfig, hooks: Hooks) -> anyhow::Result<(Broker, gantry_broker::BoundAddrs)> {
+async fn start(
+    config: BrokerConfig,
+    hooks: Hooks,
+) -> anyhow::Result<(Broker, gantry_broker::BoundAddrs)> {
     let data_dir = config.data_dir.clone();
     let broker = Broker::open(config, hooks)
         .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
@@ -120,19 +128,26 @@ async fn start(config: BrokerConfig, hooks: Hooks) -> anyhow::Result<(Broker, ga
     Ok((broker, bound))
 }
 
-async fn run(path: &PathBuf) -> anyhow::Result<()> {
+async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = GantryConfig::load(path)?;
     let model = match &config.model {
-        Some(m) => Some(PlantModel::load(m).map_err(|e| anyhow::anyhow!("invalid plant model:\n{e}"))?),
+        Some(m) => {
+            Some(PlantModel::load(m).map_err(|e| anyhow::anyhow!("invalid plant model:\n{e}"))?)
+        }
         None => None,
     };
     if config.mqtt.is_none() && config.websocket.is_none() {
-        anyhow::bail!("{}: no listener configured: add [mqtt] bind = \"127.0.0.1:1883\"", path.display());
+        anyhow::bail!(
+            "{}: no listener configured: add [mqtt] bind = \"127.0.0.1:1883\"",
+            path.display()
+        );
     }
     if config.auth.allow_anonymous {
         tracing::warn!("anonymous clients are allowed ([auth] allow_anonymous = true)");
     } else {
-        tracing::warn!("anonymous access is disabled and no identities are configured yet: every client will be refused");
+        tracing::warn!(
+            "anonymous access is disabled and no identities are configured yet: every client will be refused"
+        );
     }
     let hooks = Hooks {
         authenticator: Arc::new(AnonymousPolicy {
@@ -184,7 +199,9 @@ async fn demo(data_dir: PathBuf, mqtt_port: u16, ws_port: u16, seed: u64) -> any
         }),
         ..Hooks::default()
     };
-    tracing::warn!("DEMO MODE: anonymous clients are allowed, from 127.0.0.1 only. Use `gantry run --config FILE` in production.");
+    tracing::warn!(
+        "DEMO MODE: anonymous clients are allowed, from 127.0.0.1 only. Use `gantry run --config FILE` in production."
+    );
     let (broker, bound) = start(config, hooks).await?;
     log_listeners(&bound);
     let mut sim = SimulatorConfig::new(sources::simulated_machines(&model));

@@ -59,7 +59,10 @@ pub fn simulated_machines(model: &PlantModel) -> Vec<SimulatedMachine> {
 }
 
 /// Runs a source until shutdown, restarting it with back-off if it fails.
-pub fn spawn_source(broker: Broker, make: impl Fn() -> anyhow::Result<Box<dyn Source>> + Send + 'static) {
+pub fn spawn_source(
+    broker: Broker,
+    make: impl Fn() -> anyhow::Result<Box<dyn Source>> + Send + 'static,
+) {
     tokio::spawn(async move {
         let mut shutdown = broker.shutdown_signal();
         let mut delay = Duration::from_secs(1);
@@ -76,7 +79,9 @@ pub fn spawn_source(broker: Broker, make: impl Fn() -> anyhow::Result<Box<dyn So
             tracing::info!(source = %name, "source started");
             match source.run(sink, shutdown.clone()).await {
                 Ok(()) => return,
-                Err(e) => tracing::error!(source = %name, error = %e, "source failed; restarting in {delay:?}"),
+                Err(e) => {
+                    tracing::error!(source = %name, error = %e, "source failed; restarting in {delay:?}")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -86,4 +91,3 @@ pub fn spawn_source(broker: Broker, make: impl Fn() -> anyhow::Result<Box<dyn So
         }
     });
 }
-

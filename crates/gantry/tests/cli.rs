@@ -90,17 +90,33 @@ fn demo_plant_is_visible_to_mosquitto_sub_and_changes() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let topics: std::collections::BTreeSet<&str> =
-        snapshot.lines().filter_map(|l| l.split_once(' ').map(|(t, _)| t)).collect();
+    let topics: std::collections::BTreeSet<&str> = snapshot
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(t, _)| t))
+        .collect();
     assert_eq!(topics.len(), 42, "every demo tag is retained:\n{snapshot}");
     for machine in ["line-1/filler", "line-1/capper", "line-2/labeler"] {
-        for tag in ["state", "state_reason", "good_count", "reject_count", "speed", "temperature", "energy"] {
+        for tag in [
+            "state",
+            "state_reason",
+            "good_count",
+            "reject_count",
+            "speed",
+            "temperature",
+            "energy",
+        ] {
             let t = format!("acme/dallas/packaging/{machine}/{tag}");
             assert!(topics.contains(t.as_str()), "missing {t}");
         }
     }
-    let line = snapshot.lines().find(|l| l.contains("/filler/energy")).unwrap();
-    assert!(line.contains("\"timestamp_ms\":") && line.contains("\"value\":"), "{line}");
+    let line = snapshot
+        .lines()
+        .find(|l| l.contains("/filler/energy"))
+        .unwrap();
+    assert!(
+        line.contains("\"timestamp_ms\":") && line.contains("\"value\":"),
+        "{line}"
+    );
     // The plant changes: the energy meter of a machine moves within a few seconds.
     let energy_topic = "acme/dallas/packaging/line-1/filler/energy";
     let first = mosquitto_sub(mqtt, &["-t", energy_topic, "-C", "1", "-W", "5"]);
@@ -110,7 +126,12 @@ fn demo_plant_is_visible_to_mosquitto_sub_and_changes() {
     // The banner tells the user what to run next.
     let _ = demo.0.kill();
     let mut out = String::new();
-    demo.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    demo.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(out.contains("mosquitto_sub -h 127.0.0.1"), "{out}");
 }
 
@@ -118,10 +139,17 @@ fn demo_plant_is_visible_to_mosquitto_sub_and_changes() {
 fn check_accepts_the_demo_model_and_reports_errors_with_positions() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let ok = Command::new(GANTRY)
-        .args(["check", root.join("examples/demo-plant.toml").to_str().unwrap()])
+        .args([
+            "check",
+            root.join("examples/demo-plant.toml").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("6 equipment, 42 tags"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -131,20 +159,39 @@ fn check_accepts_the_demo_model_and_reports_errors_with_positions() {
         "enterprise = \"acme\"\n[[site]]\nname = \"dallas\"\n[[equipment]]\npath = \"acme/dallas/Line 1/filler\"\n[equipment.tags.speed]\ntype = \"floaty\"\n",
     )
     .unwrap();
-    let out = Command::new(GANTRY).args(["check", bad.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(GANTRY)
+        .args(["check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("plant.toml:5:"), "error names file and line 5:\n{err}");
-    assert!(err.contains("equipment[0].path"), "error names the field:\n{err}");
-    assert!(err.contains("plant.toml:7:"), "every error is reported:\n{err}");
+    assert!(
+        err.contains("plant.toml:5:"),
+        "error names file and line 5:\n{err}"
+    );
+    assert!(
+        err.contains("equipment[0].path"),
+        "error names the field:\n{err}"
+    );
+    assert!(
+        err.contains("plant.toml:7:"),
+        "every error is reported:\n{err}"
+    );
 }
 
 #[test]
 fn config_errors_name_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("gantry.toml");
-    std::fs::write(&cfg, "data_dir = \"d\"\n[mqtt]\nbind = \"127.0.0.1:1883\"\n[limits]\nmax_conections = 5\n").unwrap();
-    let out = Command::new(GANTRY).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    std::fs::write(
+        &cfg,
+        "data_dir = \"d\"\n[mqtt]\nbind = \"127.0.0.1:1883\"\n[limits]\nmax_conections = 5\n",
+    )
+    .unwrap();
+    let out = Command::new(GANTRY)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("gantry.toml:5:"), "{err}");
@@ -156,11 +203,24 @@ fn default_deny_refuses_anonymous_clients() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = dir.path().join("gantry.toml");
-    std::fs::write(&cfg, format!("data_dir = \"data\"\n[mqtt]\nbind = \"127.0.0.1:{port}\"\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("data_dir = \"data\"\n[mqtt]\nbind = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
     let _g = spawn(&["run", "--config", cfg.to_str().unwrap()]);
     wait_for_port(port);
     let out = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "a", "-m", "x"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "a",
+            "-m",
+            "x",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success(), "anonymous publish must be refused");
@@ -182,7 +242,18 @@ fn retained_state_survives_kill_9() {
     let mut g = spawn(&["run", "--config", &cfg]);
     wait_for_port(port);
     for i in 0..20 {
-        mosquitto_pub(port, &["-t", &format!("acme/site/r{i}"), "-m", &format!("v{i}"), "-r", "-q", "1"]);
+        mosquitto_pub(
+            port,
+            &[
+                "-t",
+                &format!("acme/site/r{i}"),
+                "-m",
+                &format!("v{i}"),
+                "-r",
+                "-q",
+                "1",
+            ],
+        );
     }
     mosquitto_pub(port, &["-t", "acme/site/r3", "-m", "", "-r", "-q", "1"]);
     // kill -9: no chance to flush anything on the way out.
@@ -194,5 +265,8 @@ fn retained_state_survives_kill_9() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 19, "19 retained topics after restart:\n{out}");
     assert!(lines.contains(&"acme/site/r7 v7"));
-    assert!(!out.contains("acme/site/r3 "), "deleted topic stays deleted");
+    assert!(
+        !out.contains("acme/site/r3 "),
+        "deleted topic stays deleted"
+    );
 }
