@@ -21,4 +21,4 @@ python3 -c 'import paho.mqtt, pytest' 2>/dev/null || {
 
 cargo build --workspace --all-targets
 cargo test --workspace
-GANTRY_BIN="${CARGO_TARGET_DIR:-target}/debug/gantry" python3 -m pytest tests/interop -q
+GANTRY_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/gantry" python3 -m pytest tests/interop -q

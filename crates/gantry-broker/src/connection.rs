@@ -16,7 +16,6 @@ use gantry_codec::{
     ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties, ProtocolVersion,
     PubResponse, QoS, ReasonCode, SubAck, UnsubAck, decode, encode, encode_publish,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::broker::Broker;
@@ -26,6 +25,7 @@ use crate::message::{Message, now_ms};
 use crate::session::{ConnSignal, Delivery, Inflight, Session, Stage};
 use crate::stats::Stats;
 use crate::store::{AckGate, Record};
+use crate::transport::{Transport, read_some, write_all};
 
 /// Stop encoding queued messages once this much is waiting to be written: a
 /// slow reader then keeps its backlog in its (bounded) session queue.
@@ -33,6 +33,7 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 const MIN_READ: usize = 512;
 const MAX_READ: usize = 64 * 1024;
 
+static EMPTY_PROPS: Properties = Properties::EMPTY;
 static ASSIGNED_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// How a connection ended.
@@ -79,7 +80,6 @@ struct Conn {
     inbound_inflight: usize,
     will: Option<LastWill>,
     problem_info: bool,
-    empty_props: Properties,
     /// Effective keep-alive in seconds (0: none).
     keep_alive: u16,
 }
@@ -91,15 +91,14 @@ pub(crate) async fn serve<S>(
     peer: Option<SocketAddr>,
     transport: &'static str,
 ) where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: Transport,
 {
     let limits = broker.config().limits.clone();
-    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut rbuf = BytesMut::with_capacity(MIN_READ);
     let connect_wait = Duration::from_secs(limits.connect_timeout_secs);
     let connect = match timeout(
         connect_wait,
-        read_connect(&mut reader, &mut rbuf, limits.max_packet_size),
+        read_connect(&stream, &mut rbuf, limits.max_packet_size),
     )
     .await
     {
@@ -123,7 +122,7 @@ pub(crate) async fn serve<S>(
                 } else {
                     &[0x20, 0x03, 0x00, 0x84, 0x00]
                 };
-                let _ = timeout(Duration::from_secs(1), writer.write_all(reply)).await;
+                let _ = timeout(Duration::from_secs(1), write_all(&stream, reply)).await;
             }
             return;
         }
@@ -139,7 +138,7 @@ pub(crate) async fn serve<S>(
         Err((connack, why)) => {
             tracing::warn!(?peer, transport, reason = %connack.reason, "connection refused: {why}");
             encode(&Packet::ConnAck(connack), version, &mut wbuf);
-            let _ = timeout(Duration::from_secs(1), writer.write_all(&wbuf)).await;
+            let _ = timeout(Duration::from_secs(1), write_all(&stream, &wbuf)).await;
             return;
         }
     };
@@ -147,7 +146,7 @@ pub(crate) async fn serve<S>(
     Stats::add(&broker.inner.stats.clients_connected, 1);
     Stats::add(&broker.inner.stats.connections_total, 1);
     tracing::debug!(client_id = %conn.info.client_id, ?peer, transport, ?version, "client connected");
-    run(conn, &mut reader, &mut writer, rbuf, wbuf).await;
+    run(conn, &stream, rbuf, wbuf).await;
     broker
         .inner
         .stats
@@ -161,8 +160,8 @@ enum ConnectFailure {
     Decode(DecodeError),
 }
 
-async fn read_connect<R: AsyncRead + Unpin>(
-    reader: &mut R,
+async fn read_connect<T: Transport>(
+    stream: &T,
     rbuf: &mut BytesMut,
     max_packet: usize,
 ) -> Result<Box<Connect>, ConnectFailure> {
@@ -178,8 +177,7 @@ async fn read_connect<R: AsyncRead + Unpin>(
             Ok(None) => {}
             Err(e) => return Err(ConnectFailure::Decode(e)),
         }
-        rbuf.reserve(MIN_READ);
-        match reader.read_buf(rbuf).await {
+        match read_some(stream, rbuf, MIN_READ).await {
             Ok(0) | Err(_) => return Err(ConnectFailure::Io),
             Ok(_) => {}
         }
@@ -370,22 +368,12 @@ async fn accept(
         inbound_inflight: 0,
         will: c.will,
         problem_info: c.properties.request_problem_information != Some(0),
-        empty_props: Properties::default(),
         keep_alive,
     };
     Ok((conn, connack))
 }
 
-async fn run<R, W>(
-    mut conn: Conn,
-    reader: &mut R,
-    writer: &mut W,
-    mut rbuf: BytesMut,
-    mut wbuf: BytesMut,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+async fn run<T: Transport>(mut conn: Conn, stream: &T, mut rbuf: BytesMut, mut wbuf: BytesMut) {
     let keep_alive = conn.keep_alive;
     let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
     let mut shutdown = conn.broker.shutdown_signal();
@@ -403,11 +391,9 @@ async fn run<R, W>(
         }
         let mut gate = conn.pending_gate();
         let deadline = keep_alive.map(|k| last_recv + k);
-        if rbuf.capacity() - rbuf.len() < read_size {
-            rbuf.reserve(read_size);
-        }
         tokio::select! {
-            r = reader.read_buf(&mut rbuf) => match r {
+            r = stream.readable() => match r.and_then(|_| { rbuf.reserve(read_size); stream.try_read_buf(&mut rbuf) }) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Ok(0) | Err(_) => break 'conn Exit::Closed,
                 Ok(n) => {
                     Stats::add(&stats.bytes_received, n as u64);
@@ -427,12 +413,14 @@ async fn run<R, W>(
                             }
                         }
                     }
-                    if rbuf.is_empty() && rbuf.capacity() > MAX_READ {
+                    // An idle client holds no read buffer between packets.
+                    if rbuf.is_empty() && n < read_size / 2 {
                         rbuf = BytesMut::new();
                     }
                 }
             },
-            r = writer.write(&wbuf), if !wbuf.is_empty() => match r {
+            r = stream.writable(), if !wbuf.is_empty() => match r.and_then(|_| stream.try_write(&wbuf)) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Ok(0) | Err(_) => break 'conn Exit::Closed,
                 Ok(n) => {
                     Stats::add(&stats.bytes_sent, n as u64);
@@ -454,7 +442,7 @@ async fn run<R, W>(
             _ = shutdown.changed() => break 'conn Exit::Shutdown,
         }
     };
-    conn.finish(exit, writer, wbuf).await;
+    conn.finish(exit, stream, wbuf).await;
 }
 
 impl crate::broker::Inner {
@@ -596,7 +584,7 @@ impl Conn {
                 d.retain,
                 &msg.topic,
                 packet_id,
-                &self.empty_props,
+                &EMPTY_PROPS,
                 &msg.payload,
                 wbuf,
             );
@@ -622,7 +610,7 @@ impl Conn {
             custom = p;
             &custom
         } else {
-            &self.empty_props
+            &EMPTY_PROPS
         };
         let topic = if known { "" } else { &msg.topic };
         let written = encode_publish(
@@ -1059,12 +1047,7 @@ impl Conn {
     }
 
     /// Sends the final DISCONNECT, returns the session and schedules the will.
-    async fn finish<W: AsyncWrite + Unpin>(
-        mut self,
-        exit: Exit,
-        writer: &mut W,
-        mut wbuf: BytesMut,
-    ) {
+    async fn finish<T: Transport>(mut self, exit: Exit, stream: &T, mut wbuf: BytesMut) {
         let client_id = self.info.client_id.clone();
         let (reason, why) = match &exit {
             Exit::Error(code, why) => (Some(*code), why.clone()),
@@ -1104,9 +1087,8 @@ impl Conn {
             }
         }
         if !wbuf.is_empty() {
-            let _ = timeout(Duration::from_secs(1), writer.write_all(&wbuf)).await;
+            let _ = timeout(Duration::from_secs(1), write_all(stream, &wbuf)).await;
         }
-        let _ = timeout(Duration::from_secs(1), writer.shutdown()).await;
 
         let publish_will = match exit {
             Exit::Graceful { publish_will } => publish_will,

@@ -18,6 +18,7 @@ mod session;
 mod stats;
 pub mod store;
 mod sys;
+mod transport;
 
 pub use broker::{Broker, BrokerError, PublishError, Routed, SessionInfo};
 pub use config::{BrokerConfig, Durability, Limits, SyncPolicy};

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -102,8 +102,14 @@ async fn serve_websocket(broker: Broker, stream: TcpStream, peer: SocketAddr) {
         }
     };
     let (mut ws_tx, mut ws_rx) = ws.split();
-    let (broker_side, bridge_side) = tokio::io::duplex(64 * 1024);
-    let (mut from_broker, mut to_broker) = tokio::io::split(bridge_side);
+    let (broker_side, bridge_side) = match UnixStream::pair() {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "cannot create the WebSocket bridge socket pair");
+            return;
+        }
+    };
+    let (mut from_broker, mut to_broker) = bridge_side.into_split();
     let conn = tokio::spawn(serve(broker, broker_side, Some(peer), "websocket"));
     let inbound = async {
         while let Some(msg) = ws_rx.next().await {
