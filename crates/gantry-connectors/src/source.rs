@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::sample::PayloadError;
+use gantry_model::payload::PayloadError;
 
 /// A message a source wants published into the namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -120,6 +120,8 @@ pub enum PayloadError {
     QualityType { got: &'static str },
     #[error("quality must be \"good\", \"uncertain\" or \"bad\", got \"{got}\"")]
     InvalidQuality { got: String },
+    #[error("float value {got} is not finite and has no JSON number form")]
+    NonFinite { got: &'static str },
 }
 
 fn did_you_mean(suggestion: &Option<&'static str>) -> String {
@@ -250,9 +252,7 @@ impl Sample {
             Value::Int(i) => out.push_str(&i.to_string()),
             Value::Float(f) => match serde_json::Number::from_f64(*f) {
                 Some(n) => out.push_str(&n.to_string()),
-                None if f.is_nan() => out.push_str("\"NaN\""),
-                None if *f > 0.0 => out.push_str("\"Infinity\""),
-                None => out.push_str("\"-Infinity\""),
+                None => push_json_string(&mut out, non_finite_name(*f)),
             },
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Value::Text(s) => push_json_string(&mut out, s),
@@ -264,6 +264,29 @@ impl Sample {
         }
         out.push('}');
         out.into_bytes()
+    }
+
+    /// Like [`Sample::to_json_bytes`], but refuses a non-finite float value
+    /// instead of writing it as a string, for producers that must only
+    /// publish numbers for numeric tags.
+    pub fn try_to_json_bytes(&self) -> Result<Vec<u8>, PayloadError> {
+        match self.value {
+            Value::Float(f) if !f.is_finite() => Err(PayloadError::NonFinite {
+                got: non_finite_name(f),
+            }),
+            _ => Ok(self.to_json_bytes()),
+        }
+    }
+}
+
+/// The name a non-finite float is written as.
+fn non_finite_name(f: f64) -> &'static str {
+    if f.is_nan() {
+        "NaN"
+    } else if f > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
     }
 }
 
@@ -494,6 +517,31 @@ mod tests {
     }
 
     #[test]
+    fn strict_encoding_refuses_non_finite_floats() {
+        for (f, name) in [
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+        ] {
+            let err = Sample::new(1, Value::Float(f))
+                .try_to_json_bytes()
+                .unwrap_err();
+            assert_eq!(err, PayloadError::NonFinite { got: name });
+            assert_eq!(
+                err.to_string(),
+                format!("float value {name} is not finite and has no JSON number form")
+            );
+        }
+        for sample in [
+            Sample::new(1, Value::Float(600.0)),
+            Sample::new(1, Value::Int(42)),
+            Sample::new(1, Value::Text("idle".into())).with_quality(Quality::Bad),
+        ] {
+            assert_eq!(sample.try_to_json_bytes(), Ok(sample.to_json_bytes()));
+        }
+    }
+
+    #[test]
     fn quality_and_value_helpers() {
         assert_eq!(Quality::default(), Quality::Good);
         for q in [Quality::Good, Quality::Uncertain, Quality::Bad] {
@@ -546,6 +594,7 @@ mod tests {
         ) {
             let sample = Sample { timestamp_ms, value, quality };
             let bytes = sample.to_json_bytes();
+            prop_assert_eq!(sample.try_to_json_bytes(), Ok(bytes.clone()));
             prop_assert_eq!(Sample::parse(&bytes, 0), Ok(sample));
         }
     }

@@ -6,10 +6,10 @@
 
 use std::fmt;
 
+use gantry_model::payload::Value;
 use serde::{Deserialize, Serialize};
 
 use super::rng::Rng;
-use crate::sample::{Value, round_to};
 
 /// Simulation granularity: longer gaps between steps are integrated in
 /// slices of at most this length so state changes land at the right time.
@@ -255,8 +255,8 @@ impl MachineSnapshot {
     /// One value per [`Tag`], in [`Tag::ALL`] order.
     pub fn readings(&self) -> [(Tag, Value); 7] {
         [
-            (Tag::State, Value::from(self.state.as_str())),
-            (Tag::StateReason, Value::from(self.state_reason.as_str())),
+            (Tag::State, Value::Text(self.state.as_str().to_owned())),
+            (Tag::StateReason, Value::Text(self.state_reason.clone())),
             (Tag::GoodCount, Value::Int(saturating_i64(self.good_count))),
             (
                 Tag::RejectCount,
@@ -271,6 +271,12 @@ impl MachineSnapshot {
 
 fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Rounds to `decimals` places, normalising `-0.0` so it prints as `0.0`.
+fn round_to(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale + 0.0
 }
 
 /// Line conditions imposed on a machine by its neighbours for one slice.
@@ -639,6 +645,13 @@ mod tests {
     const TOPIC: &str = "acme/dallas/packaging/line-1/filler";
 
     #[test]
+    fn round_to_behaves() {
+        assert_eq!(round_to(12.3456, 2), 12.35);
+        assert_eq!(round_to(0.0004, 3), 0.0);
+        assert!(round_to(-0.0001, 2).is_sign_positive());
+    }
+
+    #[test]
     fn first_step_reports_a_warm_running_machine() {
         let mut sim = MachineSim::new(TOPIC, MachineKind::Filler, 1);
         let snap = sim.step(1_700_000_000_000);
@@ -723,13 +736,12 @@ mod tests {
         let tags: Vec<Tag> = readings.iter().map(|(t, _)| *t).collect();
         assert_eq!(tags, Tag::ALL);
         for (tag, value) in readings {
-            match tag {
-                Tag::State | Tag::StateReason => assert!(value.as_str().is_some()),
-                Tag::GoodCount | Tag::RejectCount => assert!(value.as_i64().is_some()),
-                Tag::Speed | Tag::Temperature | Tag::Energy => {
-                    assert!(value.as_f64().is_some())
-                }
-            }
+            let expected = match tag {
+                Tag::State | Tag::StateReason => "string",
+                Tag::GoodCount | Tag::RejectCount => "int",
+                Tag::Speed | Tag::Temperature | Tag::Energy => "float",
+            };
+            assert_eq!(value.type_name(), expected, "{tag:?}");
         }
     }
 

@@ -15,6 +15,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use gantry_model::payload::{PayloadError, Sample};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -22,7 +24,6 @@ use tokio::time::{Instant, MissedTickBehavior};
 pub use machine::{MachineKind, MachineSim, MachineSnapshot, MachineState, Tag};
 pub use plant::{LINE_BUFFER_MS, PlantSim};
 
-use crate::sample::{PayloadError, Sample};
 use crate::source::{
     HealthHandle, Sink, SinkError, Source, SourceError, SourceFuture, SourceMessage,
 };
@@ -207,12 +208,20 @@ impl Simulator {
     /// machine, in configuration then [`Tag::ALL`] order.
     pub(crate) fn batch(&mut self, now_ms: u64) -> Result<Vec<SourceMessage>, PayloadError> {
         let snapshots = self.plant.step(now_ms);
+        let signed_ms = |ms: u64| {
+            i64::try_from(ms).map_err(|_| PayloadError::TimestampRange {
+                got: ms.to_string(),
+            })
+        };
         let mut out = Vec::with_capacity(snapshots.len() * Tag::ALL.len());
         for (snapshot, topics) in snapshots.iter().zip(&self.topics) {
+            let timestamp_ms = signed_ms(snapshot.timestamp_ms)?;
             for ((_, value), topic) in snapshot.readings().into_iter().zip(topics) {
+                // Strict: a non-finite reading is a model bug, not a string.
+                let payload = Sample::new(timestamp_ms, value).try_to_json_bytes()?;
                 out.push(SourceMessage {
                     topic: topic.clone(),
-                    payload: Sample::new(snapshot.timestamp_ms, value).encode()?,
+                    payload: Bytes::from(payload),
                     retain: true,
                     qos: 0,
                 });

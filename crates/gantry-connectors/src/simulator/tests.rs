@@ -211,6 +211,42 @@ fn published_payloads_follow_the_json_convention() {
     assert_eq!(last_value.len(), 42);
 }
 
+#[test]
+fn payloads_are_the_canonical_encoding() {
+    let mut sim = simulator(demo(3));
+    let batch = sim.batch(T0).unwrap();
+    for msg in &batch {
+        let sample = Sample::parse(&msg.payload, -1).unwrap();
+        assert_eq!(sample.timestamp_ms, T0 as i64);
+        assert_eq!(sample.quality, gantry_model::payload::Quality::Good);
+        assert_eq!(msg.payload, sample.to_json_bytes(), "{}", msg.topic);
+    }
+    let raw = |tag: &str| {
+        let msg = batch.iter().find(|m| m.topic.ends_with(tag)).unwrap();
+        String::from_utf8(msg.payload.to_vec()).unwrap()
+    };
+    assert_eq!(
+        raw("line-1/filler/state"),
+        format!(r#"{{"timestamp_ms":{T0},"value":"running"}}"#)
+    );
+    assert_eq!(
+        raw("line-1/filler/good_count"),
+        format!(r#"{{"timestamp_ms":{T0},"value":0}}"#)
+    );
+}
+
+#[test]
+fn timestamps_beyond_i64_are_refused() {
+    let mut sim = simulator(demo(3));
+    let too_late = i64::MAX as u64 + 1;
+    assert_eq!(
+        sim.batch(too_late),
+        Err(PayloadError::TimestampRange {
+            got: too_late.to_string()
+        })
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -360,7 +396,8 @@ fn fast_demo() -> SimulatorConfig {
 }
 
 fn timestamp(msg: &SourceMessage) -> u64 {
-    Sample::decode(&msg.payload).unwrap().timestamp_ms
+    let sample = Sample::parse(&msg.payload, -1).unwrap();
+    u64::try_from(sample.timestamp_ms).unwrap()
 }
 
 #[tokio::test(start_paused = true)]
