@@ -55,6 +55,7 @@ pub struct SessionInfo {
 }
 
 /// The result of routing one message.
+#[derive(Debug)]
 pub struct Routed {
     /// Sessions the message was queued for.
     pub matched: usize,

@@ -522,6 +522,15 @@ pub struct AckGate {
     seq: u64,
 }
 
+impl std::fmt::Debug for AckGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckGate")
+            .field("seq", &self.seq)
+            .field("durable", &*self.rx.borrow())
+            .finish()
+    }
+}
+
 impl AckGate {
     /// A gate over any durable sink that reports "durable through sequence N"
     /// on a watch channel (the broker's store now; the historian later).
