@@ -19,7 +19,7 @@ use crate::hooks::{ClientInfo, Hooks, Verdict};
 use crate::message::{Message, now_ms};
 use crate::retained::RetainedStore;
 use crate::router::Router;
-use crate::session::{Delivery, Session, SessionId, SessionState, SubscriptionRecord};
+use crate::session::{Delivery, Session, SessionId, SessionState, SubscriptionRecord, wake};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::{AckGate, Record, State, Store, StoreError};
 
@@ -119,6 +119,7 @@ impl Broker {
             }),
         };
         broker.restore(state);
+        broker.spawn_keep_alive_sweeper();
         Ok(broker)
     }
 
@@ -441,7 +442,7 @@ impl Broker {
         }
         st.queue.push_back(delivery);
         if let Some(owner) = &st.owner {
-            owner.notify.notify_one();
+            owner.notify();
         }
         seq
     }
@@ -546,6 +547,11 @@ impl Broker {
     /// and flushes the store.
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+        for session in self.sessions().values() {
+            if let Some(owner) = &session.lock().owner {
+                owner.raise(wake::SHUTDOWN);
+            }
+        }
         // Give connection tasks a moment to send DISCONNECT and record state.
         for _ in 0..50 {
             if self.inner.connections.load(Ordering::Acquire) == 0 {
@@ -556,6 +562,41 @@ impl Broker {
         let mut gate = self.inner.store.gate(self.inner.store.last_seq());
         let _ = tokio::time::timeout(Duration::from_secs(5), gate.wait()).await;
         self.inner.store.shutdown();
+    }
+
+    /// Milliseconds since the broker started: the clock of keep-alive checks.
+    pub(crate) fn clock_ms(&self) -> u64 {
+        self.inner.started.elapsed().as_millis() as u64
+    }
+
+    /// Closes connections that sent nothing within 1.5 x their keep-alive. One
+    /// sweep for all connections keeps a timer out of every idle connection.
+    fn spawn_keep_alive_sweeper(&self) {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let mut shutdown = broker.shutdown_signal();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => return,
+                }
+                let now = broker.clock_ms();
+                let owners: Vec<Arc<crate::session::ConnSignal>> = broker
+                    .sessions()
+                    .values()
+                    .filter_map(|s| s.lock().owner.clone())
+                    .collect();
+                for o in owners {
+                    if o.keep_alive_ms > 0
+                        && now.saturating_sub(o.last_seen_ms.load(Ordering::Relaxed))
+                            > o.keep_alive_ms
+                    {
+                        o.raise(wake::KEEP_ALIVE);
+                    }
+                }
+            }
+        });
     }
 
     pub(crate) fn purge_expired_retained(&self) {

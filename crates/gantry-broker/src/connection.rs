@@ -16,13 +16,16 @@ use gantry_codec::{
     ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties, ProtocolVersion,
     PubResponse, QoS, ReasonCode, SubAck, UnsubAck, decode, encode, encode_publish,
 };
-use tokio::time::{Instant, sleep_until, timeout};
+use std::future::poll_fn;
+use std::task::Poll;
+
+use tokio::time::timeout;
 
 use crate::broker::Broker;
 use crate::config::Limits;
 use crate::hooks::{AuthDecision, ClientInfo, ConnectRequest, Verdict};
 use crate::message::{Message, now_ms};
-use crate::session::{ConnSignal, Delivery, Inflight, Session, Stage};
+use crate::session::{ConnSignal, Delivery, Inflight, Session, Stage, wake};
 use crate::stats::Stats;
 use crate::store::{AckGate, Record};
 use crate::transport::{Transport, read_some, write_all};
@@ -62,6 +65,12 @@ struct PendingAck {
     releases_window: bool,
 }
 
+#[derive(Default)]
+struct Aliases {
+    outbound: HashMap<Arc<str>, u16>,
+    inbound: HashMap<u16, Arc<str>>,
+}
+
 struct Conn {
     broker: Broker,
     session: Arc<Session>,
@@ -69,36 +78,56 @@ struct Conn {
     info: ClientInfo,
     version: ProtocolVersion,
     generation: u64,
-    limits: Limits,
     /// Our outbound window: min(client Receive Maximum, configured inflight).
     window: usize,
     client_max_packet: usize,
     client_alias_max: u16,
-    out_aliases: HashMap<Arc<str>, u16>,
-    in_aliases: HashMap<u16, Arc<str>>,
+    /// Topic aliases in both directions (5.0), allocated on first use.
+    aliases: Option<Box<Aliases>>,
     pending: VecDeque<PendingAck>,
     inbound_inflight: usize,
-    will: Option<LastWill>,
+    will: Option<Box<LastWill>>,
     problem_info: bool,
-    /// Effective keep-alive in seconds (0: none).
-    keep_alive: u16,
 }
 
 /// Serves one accepted connection until it closes.
-pub(crate) async fn serve<S>(
+pub(crate) async fn serve<S: Transport>(
     broker: Broker,
     stream: S,
     peer: Option<SocketAddr>,
     transport: &'static str,
-) where
-    S: Transport,
-{
-    let limits = broker.config().limits.clone();
+) {
+    // The handshake runs boxed: its state is freed once the client is in,
+    // instead of enlarging every idle connection's task for its lifetime.
+    let Some((conn, rbuf, wbuf)) = Box::pin(handshake(&broker, &stream, peer, transport)).await
+    else {
+        return;
+    };
+    broker.inner.connections.fetch_add(1, Ordering::AcqRel);
+    Stats::add(&broker.inner.stats.clients_connected, 1);
+    Stats::add(&broker.inner.stats.connections_total, 1);
+    run(conn, &stream, rbuf, wbuf).await;
+    broker
+        .inner
+        .stats
+        .clients_connected
+        .fetch_sub(1, Ordering::Relaxed);
+    broker.inner.connections.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Reads CONNECT, answers CONNACK (into the returned write buffer) or refuses.
+async fn handshake<S: Transport>(
+    broker: &Broker,
+    stream: &S,
+    peer: Option<SocketAddr>,
+    transport: &'static str,
+) -> Option<(Conn, BytesMut, BytesMut)> {
+    let limits = &broker.config().limits;
     let mut rbuf = BytesMut::with_capacity(MIN_READ);
     let connect_wait = Duration::from_secs(limits.connect_timeout_secs);
     let connect = match timeout(
         connect_wait,
-        read_connect(&stream, &mut rbuf, limits.max_packet_size),
+        read_connect(stream, &mut rbuf, limits.max_packet_size),
     )
     .await
     {
@@ -109,9 +138,9 @@ pub(crate) async fn serve<S>(
                 "no CONNECT within {}s; closing",
                 limits.connect_timeout_secs
             );
-            return;
+            return None;
         }
-        Ok(Err(ConnectFailure::Io)) => return,
+        Ok(Err(ConnectFailure::Io)) => return None,
         Ok(Err(ConnectFailure::Decode(e))) => {
             Stats::add(&broker.inner.stats.protocol_errors, 1);
             tracing::warn!(?peer, transport, error = %e, "bad CONNECT; closing the connection");
@@ -122,37 +151,27 @@ pub(crate) async fn serve<S>(
                 } else {
                     &[0x20, 0x03, 0x00, 0x84, 0x00]
                 };
-                let _ = timeout(Duration::from_secs(1), write_all(&stream, reply)).await;
+                let _ = timeout(Duration::from_secs(1), write_all(stream, reply)).await;
             }
-            return;
+            return None;
         }
         Ok(Ok(c)) => c,
     };
     let version = connect.version;
     let mut wbuf = BytesMut::new();
-    let conn = match accept(&broker, *connect, peer, transport, &limits).await {
+    match accept(broker, *connect, peer, transport, limits).await {
         Ok((conn, connack)) => {
             encode(&Packet::ConnAck(connack), version, &mut wbuf);
-            conn
+            tracing::debug!(client_id = %conn.info.client_id, ?peer, transport, ?version, "client connected");
+            Some((conn, rbuf, wbuf))
         }
         Err((connack, why)) => {
             tracing::warn!(?peer, transport, reason = %connack.reason, "connection refused: {why}");
             encode(&Packet::ConnAck(connack), version, &mut wbuf);
-            let _ = timeout(Duration::from_secs(1), write_all(&stream, &wbuf)).await;
-            return;
+            let _ = timeout(Duration::from_secs(1), write_all(stream, &wbuf)).await;
+            None
         }
-    };
-    broker.inner.connections.fetch_add(1, Ordering::AcqRel);
-    Stats::add(&broker.inner.stats.clients_connected, 1);
-    Stats::add(&broker.inner.stats.connections_total, 1);
-    tracing::debug!(client_id = %conn.info.client_id, ?peer, transport, ?version, "client connected");
-    run(conn, &stream, rbuf, wbuf).await;
-    broker
-        .inner
-        .stats
-        .clients_connected
-        .fetch_sub(1, Ordering::Relaxed);
-    broker.inner.connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 enum ConnectFailure {
@@ -271,7 +290,16 @@ async fn accept(
     } else {
         u32::MAX
     };
-    let signal = Arc::new(ConnSignal::default());
+    let mut keep_alive = c.keep_alive;
+    let mut server_keep_alive = None;
+    if v5 && limits.max_keep_alive > 0 && (keep_alive == 0 || keep_alive > limits.max_keep_alive) {
+        keep_alive = limits.max_keep_alive;
+        server_keep_alive = Some(keep_alive);
+    }
+    let signal = Arc::new(ConnSignal::new(
+        u64::from(keep_alive) * 1500,
+        broker.clock_ms(),
+    ));
     let store = &broker.inner.store;
     let (session, present, generation, discarded) = {
         let mut sessions = broker.sessions();
@@ -331,16 +359,12 @@ async fn accept(
     }
 
     let mut props = Properties::default();
-    let mut keep_alive = c.keep_alive;
     if v5 {
         props.receive_maximum = Some(limits.receive_maximum);
         props.maximum_packet_size = u32::try_from(limits.max_packet_size).ok();
         props.topic_alias_maximum = Some(limits.topic_alias_maximum);
         props.assigned_client_identifier = assigned;
-        if limits.max_keep_alive > 0 && (keep_alive == 0 || keep_alive > limits.max_keep_alive) {
-            keep_alive = limits.max_keep_alive;
-            props.server_keep_alive = Some(keep_alive);
-        }
+        props.server_keep_alive = server_keep_alive;
     }
     let connack = ConnAck {
         session_present: present,
@@ -355,34 +379,30 @@ async fn accept(
         info,
         version: c.version,
         generation,
-        limits: limits.clone(),
         window: usize::from(client_receive_max.min(limits.max_inflight.max(1))),
         client_max_packet: c
             .properties
             .maximum_packet_size
             .map_or(usize::MAX, |m| m as usize),
         client_alias_max: c.properties.topic_alias_maximum.unwrap_or(0),
-        out_aliases: HashMap::new(),
-        in_aliases: HashMap::new(),
+        aliases: None,
         pending: VecDeque::new(),
         inbound_inflight: 0,
-        will: c.will,
+        will: c.will.map(Box::new),
         problem_info: c.properties.request_problem_information != Some(0),
-        keep_alive,
     };
     Ok((conn, connack))
 }
 
 async fn run<T: Transport>(mut conn: Conn, stream: &T, mut rbuf: BytesMut, mut wbuf: BytesMut) {
-    let keep_alive = conn.keep_alive;
-    let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-    let mut shutdown = conn.broker.shutdown_signal();
     let signal = conn.signal.clone();
     let broker = conn.broker.clone();
     let stats = broker.inner.stats_ref();
-    let mut last_recv = Instant::now();
     let mut read_size = MIN_READ;
     conn.resend_inflight(&mut wbuf);
+    if rbuf.is_empty() {
+        rbuf = BytesMut::new();
+    }
 
     let exit = 'conn: loop {
         conn.flush_acks(&mut wbuf);
@@ -390,59 +410,116 @@ async fn run<T: Transport>(mut conn: Conn, stream: &T, mut rbuf: BytesMut, mut w
             conn.pump(&mut wbuf);
         }
         let mut gate = conn.pending_gate();
-        let deadline = keep_alive.map(|k| last_recv + k);
-        tokio::select! {
-            r = stream.readable() => match r.and_then(|_| { rbuf.reserve(read_size); stream.try_read_buf(&mut rbuf) }) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Ok(0) | Err(_) => break 'conn Exit::Closed,
-                Ok(n) => {
-                    Stats::add(&stats.bytes_received, n as u64);
-                    last_recv = Instant::now();
-                    read_size = if n >= read_size { (read_size * 2).min(MAX_READ) } else if n < read_size / 4 { (read_size / 2).max(MIN_READ) } else { read_size };
-                    loop {
-                        match decode(&mut rbuf, Some(conn.version), conn.limits.max_packet_size) {
-                            Ok(Some(packet)) => {
-                                if let Some(exit) = conn.handle(packet, &mut wbuf) {
-                                    break 'conn exit;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                Stats::add(&stats.protocol_errors, 1);
-                                break 'conn Exit::Error(e.reason_code(), e.to_string());
-                            }
+        // Each branch is a poll of readiness kept in the socket or the signal
+        // itself, so a waiting connection holds no timers or waiter nodes.
+        let event = poll_fn(|cx| {
+            if let Poll::Ready(flags) = signal.poll_wake(cx) {
+                return Poll::Ready(Event::Woken(flags));
+            }
+            if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                return Poll::Ready(Event::Readable(r));
+            }
+            if !wbuf.is_empty()
+                && let Poll::Ready(r) = stream.poll_write_ready(cx)
+            {
+                return Poll::Ready(Event::Writable(r));
+            }
+            Poll::Pending
+        });
+        let event = match gate.as_mut() {
+            None => event.await,
+            Some(g) => {
+                // Boxed: only connections with acknowledgements pending pay for it.
+                let durable = Box::pin(g.wait());
+                tokio::select! {
+                    biased;
+                    e = event => e,
+                    _ = durable => continue 'conn,
+                }
+            }
+        };
+        match event {
+            Event::Woken(flags) => {
+                if flags & wake::TAKEN_OVER != 0 {
+                    break 'conn Exit::TakenOver;
+                }
+                if flags & wake::SHUTDOWN != 0 {
+                    break 'conn Exit::Shutdown;
+                }
+                if flags & wake::KEEP_ALIVE != 0 {
+                    break 'conn Exit::KeepAliveTimeout;
+                }
+            }
+            Event::Readable(r) => {
+                let read = r.and_then(|_| {
+                    rbuf.reserve(read_size);
+                    stream.try_read_buf(&mut rbuf)
+                });
+                match read {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Spurious readiness: give the buffer back while idle.
+                        if rbuf.is_empty() {
+                            rbuf = BytesMut::new();
                         }
                     }
-                    // An idle client holds no read buffer between packets.
-                    if rbuf.is_empty() && n < read_size / 2 {
-                        rbuf = BytesMut::new();
+                    Ok(0) | Err(_) => break 'conn Exit::Closed,
+                    Ok(n) => {
+                        Stats::add(&stats.bytes_received, n as u64);
+                        signal
+                            .last_seen_ms
+                            .store(broker.clock_ms(), Ordering::Relaxed);
+                        read_size = if n >= read_size {
+                            (read_size * 2).min(MAX_READ)
+                        } else if n < read_size / 4 {
+                            (read_size / 2).max(MIN_READ)
+                        } else {
+                            read_size
+                        };
+                        loop {
+                            match decode(
+                                &mut rbuf,
+                                Some(conn.version),
+                                broker.config().limits.max_packet_size,
+                            ) {
+                                Ok(Some(packet)) => {
+                                    if let Some(exit) = conn.handle(packet, &mut wbuf) {
+                                        break 'conn exit;
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    Stats::add(&stats.protocol_errors, 1);
+                                    break 'conn Exit::Error(e.reason_code(), e.to_string());
+                                }
+                            }
+                        }
+                        // An idle client holds no read buffer between packets.
+                        if rbuf.is_empty() {
+                            rbuf = BytesMut::new();
+                        }
                     }
                 }
-            },
-            r = stream.writable(), if !wbuf.is_empty() => match r.and_then(|_| stream.try_write(&wbuf)) {
+            }
+            Event::Writable(r) => match r.and_then(|_| stream.try_write(&wbuf)) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Ok(0) | Err(_) => break 'conn Exit::Closed,
                 Ok(n) => {
                     Stats::add(&stats.bytes_sent, n as u64);
                     wbuf.advance(n);
-                    if wbuf.is_empty() && wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+                    if wbuf.is_empty() {
                         wbuf = BytesMut::new();
                     }
                 }
             },
-            _ = signal.notify.notified() => {
-                if signal.is_kicked() {
-                    break 'conn Exit::TakenOver;
-                }
-            },
-            _ = async { match gate.as_mut() { Some(g) => g.wait().await, None => std::future::pending().await } }, if gate.is_some() => {},
-            _ = async { match deadline { Some(d) => sleep_until(d).await, None => std::future::pending().await } }, if deadline.is_some() => {
-                break 'conn Exit::KeepAliveTimeout;
-            },
-            _ = shutdown.changed() => break 'conn Exit::Shutdown,
         }
     };
-    conn.finish(exit, stream, wbuf).await;
+    Box::pin(conn.finish(exit, stream, wbuf)).await;
+}
+
+enum Event {
+    Woken(u8),
+    Readable(std::io::Result<()>),
+    Writable(std::io::Result<()>),
 }
 
 impl crate::broker::Inner {
@@ -589,10 +666,12 @@ impl Conn {
                 wbuf,
             );
         }
-        let (alias, known) = match self.out_aliases.get(&msg.topic) {
+        let out = self.aliases.as_ref().map(|a| &a.outbound);
+        let assigned = out.map_or(0, |o| o.len());
+        let (alias, known) = match out.and_then(|o| o.get(&msg.topic)) {
             Some(a) => (Some(*a), true),
-            None if self.out_aliases.len() < usize::from(self.client_alias_max) => {
-                (Some(self.out_aliases.len() as u16 + 1), false)
+            None if assigned < usize::from(self.client_alias_max) => {
+                (Some(assigned as u16 + 1), false)
             }
             None => (None, false),
         };
@@ -631,7 +710,10 @@ impl Conn {
             return 0;
         }
         if let (Some(a), false) = (alias, known) {
-            self.out_aliases.insert(msg.topic.clone(), a);
+            self.aliases
+                .get_or_insert_default()
+                .outbound
+                .insert(msg.topic.clone(), a);
         }
         written
     }
@@ -863,17 +945,17 @@ impl Conn {
         } = p;
         let topic: Arc<str> = match properties.topic_alias.take() {
             Some(alias) if self.v5() => {
-                if alias == 0 || alias > self.limits.topic_alias_maximum {
+                if alias == 0 || alias > self.broker.config().limits.topic_alias_maximum {
                     return Some(Exit::Error(
                         ReasonCode::TOPIC_ALIAS_INVALID,
                         format!(
                             "topic alias {alias} is outside 1..={}",
-                            self.limits.topic_alias_maximum
+                            self.broker.config().limits.topic_alias_maximum
                         ),
                     ));
                 }
                 if topic.is_empty() {
-                    match self.in_aliases.get(&alias) {
+                    match self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
                         Some(t) => t.clone(),
                         None => {
                             return Some(Exit::Error(
@@ -884,19 +966,22 @@ impl Conn {
                     }
                 } else {
                     let t: Arc<str> = Arc::from(topic);
-                    self.in_aliases.insert(alias, t.clone());
+                    self.aliases
+                        .get_or_insert_default()
+                        .inbound
+                        .insert(alias, t.clone());
                     t
                 }
             }
             _ => Arc::from(topic),
         };
         if qos != QoS::AtMostOnce {
-            if self.inbound_inflight >= usize::from(self.limits.receive_maximum) {
+            if self.inbound_inflight >= usize::from(self.broker.config().limits.receive_maximum) {
                 return Some(Exit::Error(
                     ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
                     format!(
                         "more than {} unacknowledged QoS 1/2 publishes",
-                        self.limits.receive_maximum
+                        self.broker.config().limits.receive_maximum
                     ),
                 ));
             }
@@ -1147,7 +1232,7 @@ impl Conn {
                 session,
                 self.generation,
                 self.info.clone(),
-                will,
+                *will,
                 delay,
             );
         }
@@ -1166,7 +1251,7 @@ impl Broker {
         }
         st.queue.push_back(delivery);
         if let Some(owner) = &st.owner {
-            owner.notify.notify_one();
+            owner.notify();
         }
     }
 }
@@ -1222,4 +1307,75 @@ fn schedule_will(
             publish(&broker);
         }
     });
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_sizes() {
+        let b = std::mem::size_of::<super::Conn>();
+        eprintln!("Conn = {b}");
+        eprintln!(
+            "Properties = {}",
+            std::mem::size_of::<gantry_codec::Properties>()
+        );
+        eprintln!("Packet = {}", std::mem::size_of::<gantry_codec::Packet>());
+        eprintln!(
+            "Session = {}",
+            std::mem::size_of::<crate::session::Session>()
+        );
+        eprintln!(
+            "ConnectFuture = {}",
+            std::mem::size_of::<gantry_codec::Connect>()
+        );
+        fn fut_size<F: std::future::Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let broker = crate::Broker::open(
+                crate::BrokerConfig::new(dir.path()),
+                crate::hooks::Hooks::default(),
+            )
+            .unwrap();
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = l.local_addr().unwrap();
+            let s = tokio::net::TcpStream::connect(a).await.unwrap();
+            let f = super::serve(broker.clone(), s, None, "tcp");
+            eprintln!("serve future = {}", fut_size(&f));
+            drop(f);
+            let _ = l.accept().await.unwrap();
+            let c = tokio::spawn(async move {
+                let (s, _) = l.accept().await.unwrap();
+                super::serve(broker, s, None, "tcp").await
+            });
+            let mut client = tokio::net::TcpStream::connect(a).await.unwrap();
+            let mut buf = bytes::BytesMut::new();
+            gantry_codec::encode(
+                &gantry_codec::Packet::Connect(Box::new(gantry_codec::Connect {
+                    version: gantry_codec::ProtocolVersion::V311,
+                    client_id: "x".into(),
+                    clean_start: true,
+                    keep_alive: 0,
+                    username: None,
+                    password: None,
+                    will: None,
+                    properties: Default::default(),
+                })),
+                gantry_codec::ProtocolVersion::V311,
+                &mut buf,
+            );
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            client.write_all(&buf).await.unwrap();
+            let mut r = [0u8; 4];
+            client.read_exact(&mut r).await.unwrap();
+
+            drop(client);
+            let _ = c.await;
+        });
+    }
 }

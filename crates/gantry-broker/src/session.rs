@@ -3,11 +3,13 @@
 //! that wakes the connection currently serving it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use gantry_codec::{QoS, SubscriptionOptions};
-use tokio::sync::Notify;
 
 use crate::message::Message;
 
@@ -52,22 +54,60 @@ pub struct SubscriptionRecord {
     pub sub_id: Option<u32>,
 }
 
-/// Wakes the connection task serving a session; `kicked` tells it to close
-/// because another connection took the session over.
-#[derive(Default)]
+/// Wakes the connection task serving a session and tells it why. One small
+/// atomic word and a waker instead of a channel: an idle connection waits on
+/// it at the cost of a few bytes.
 pub struct ConnSignal {
-    pub notify: Notify,
-    kicked: AtomicBool,
+    flags: AtomicU8,
+    waker: AtomicWaker,
+    /// Keep-alive window in milliseconds (1.5 x keep-alive); 0 disables.
+    pub keep_alive_ms: u64,
+    /// Milliseconds since broker start when the client last sent anything.
+    pub last_seen_ms: AtomicU64,
+}
+
+/// Why a connection was woken; several may be set at once.
+pub mod wake {
+    /// New deliveries are queued.
+    pub const DELIVERIES: u8 = 1;
+    /// Another connection took the session over.
+    pub const TAKEN_OVER: u8 = 2;
+    /// The broker is shutting down.
+    pub const SHUTDOWN: u8 = 4;
+    /// Nothing arrived within the keep-alive window.
+    pub const KEEP_ALIVE: u8 = 8;
 }
 
 impl ConnSignal {
-    pub fn kick(&self) {
-        self.kicked.store(true, Ordering::Release);
-        self.notify.notify_one();
+    pub fn new(keep_alive_ms: u64, now_ms: u64) -> Self {
+        Self {
+            flags: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
+            keep_alive_ms,
+            last_seen_ms: AtomicU64::new(now_ms),
+        }
     }
 
-    pub fn is_kicked(&self) -> bool {
-        self.kicked.load(Ordering::Acquire)
+    pub fn raise(&self, reason: u8) {
+        self.flags.fetch_or(reason, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    pub fn notify(&self) {
+        self.raise(wake::DELIVERIES);
+    }
+
+    pub fn kick(&self) {
+        self.raise(wake::TAKEN_OVER);
+    }
+
+    /// Resolves with the raised reasons (and clears them).
+    pub fn poll_wake(&self, cx: &mut Context<'_>) -> Poll<u8> {
+        self.waker.register(cx.waker());
+        match self.flags.swap(0, Ordering::AcqRel) {
+            0 => Poll::Pending,
+            f => Poll::Ready(f),
+        }
     }
 }
 

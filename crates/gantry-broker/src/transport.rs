@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::io;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::net::{TcpStream, UnixStream};
@@ -12,6 +13,10 @@ use tokio::net::{TcpStream, UnixStream};
 pub(crate) trait Transport: Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Readiness kept in the socket's own registration: only one task may
+    /// poll it, which holds since a connection is served by one task.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
 }
@@ -24,6 +29,12 @@ macro_rules! impl_transport {
             }
             fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
                 <$t>::writable(self)
+            }
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_read_ready(self, cx)
+            }
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_write_ready(self, cx)
             }
             fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
                 <$t>::try_read_buf(self, buf)
