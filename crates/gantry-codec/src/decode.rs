@@ -88,6 +88,16 @@ pub fn decode(
     version: Option<ProtocolVersion>,
     max_packet_size: usize,
 ) -> Result<Option<Packet>, DecodeError> {
+    // Before CONNECT, refuse a wrong first byte at once rather than wait for
+    // the body length it claims (an HTTP request would otherwise hang here).
+    if version.is_none()
+        && let Some(&first) = buf.first()
+        && first != 0x10
+    {
+        return Err(DecodeError::Protocol(format!(
+            "the first packet must be CONNECT (0x10), got first byte 0x{first:02X}"
+        )));
+    }
     let Some((first, header_len, remaining)) = frame(buf, max_packet_size)? else {
         return Ok(None);
     };
