@@ -27,11 +27,13 @@ use crate::store::{AckGate, Record, State, Store, StoreError};
 pub enum BrokerError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen for {what} on {addr}: {source}")]
+    // The I/O error is part of the message rather than a `source`, so that
+    // printing the error chain does not repeat it.
+    #[error("cannot listen for {what} on {addr}: {error}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 

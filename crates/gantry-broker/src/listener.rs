@@ -27,10 +27,10 @@ impl Broker {
         if let Some(addr) = self.config().mqtt_bind {
             let l = TcpListener::bind(addr)
                 .await
-                .map_err(|source| BrokerError::Bind {
+                .map_err(|error| BrokerError::Bind {
                     what: "MQTT",
                     addr,
-                    source,
+                    error,
                 })?;
             bound.mqtt = l.local_addr().ok();
             tokio::spawn(accept_loop(self.clone(), l, false));
@@ -38,10 +38,10 @@ impl Broker {
         if let Some(addr) = self.config().websocket_bind {
             let l = TcpListener::bind(addr)
                 .await
-                .map_err(|source| BrokerError::Bind {
+                .map_err(|error| BrokerError::Bind {
                     what: "MQTT over WebSocket",
                     addr,
-                    source,
+                    error,
                 })?;
             bound.websocket = l.local_addr().ok();
             tokio::spawn(accept_loop(self.clone(), l, true));
