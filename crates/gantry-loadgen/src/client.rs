@@ -24,6 +24,8 @@ use tokio::time::{Instant, timeout, timeout_at};
 const MAX_INCOMING_PACKET: usize = 64 * 1024 * 1024;
 /// Read buffer space reserved before each read.
 const READ_CHUNK: usize = 64 * 1024;
+/// Longest a write may stay blocked on a broker that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -160,14 +162,18 @@ impl Connection {
     }
 
     /// Writes the whole write buffer in as few system calls as the kernel allows.
+    /// Fails if the broker takes in nothing for [`WRITE_TIMEOUT`].
     pub async fn flush(&mut self) -> Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        self.stream
-            .write_all(&self.wbuf)
-            .await
-            .context("writing to the broker")?;
+        match timeout(WRITE_TIMEOUT, self.stream.write_all(&self.wbuf)).await {
+            Ok(r) => r.context("writing to the broker")?,
+            Err(_) => bail!(
+                "the broker did not take {} bytes within {WRITE_TIMEOUT:?}",
+                self.wbuf.len()
+            ),
+        }
         self.wbuf.clear();
         Ok(())
     }

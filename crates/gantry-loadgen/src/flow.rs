@@ -70,6 +70,9 @@ struct Shared {
     subscribers: u64,
     sent: AtomicU64,
     delivered: AtomicU64,
+    /// Messages overtaken by later ones of the same publisher and not (yet)
+    /// delivered: lost, as far as the outstanding budget is concerned.
+    skipped: AtomicU64,
     written_off: AtomicU64,
     stalls: AtomicU64,
     finished_publishers: AtomicUsize,
@@ -83,9 +86,11 @@ impl Shared {
         self.base.elapsed().as_nanos() as u64
     }
 
-    /// Messages sent but not yet delivered (to an average subscriber).
+    /// Messages sent but neither delivered (to an average subscriber) nor
+    /// known to be lost.
     fn outstanding(&self) -> u64 {
-        let delivered = self.delivered.load(Ordering::Relaxed) / self.subscribers;
+        let settled = self.delivered.load(Ordering::Relaxed) + self.skipped.load(Ordering::Relaxed);
+        let delivered = settled / self.subscribers;
         self.sent
             .load(Ordering::Relaxed)
             .saturating_sub(delivered)
@@ -306,6 +311,8 @@ async fn wait_for_progress(shared: &Shared, resume: u64) {
 struct SubStats {
     unique: u64,
     duplicates: u64,
+    /// First deliveries that arrived after a later message of their publisher.
+    late: u64,
     foreign: u64,
     invalid: u64,
     unexpected: u64,
@@ -344,7 +351,7 @@ async fn subscriber(
             Err(_) => continue,
         };
         let now = shared.now_ns();
-        let mut fresh = 0;
+        let (mut fresh, mut gaps, mut filled) = (0, 0, 0);
         while let Some(packet) = conn.next_buffered()? {
             match packet {
                 Packet::Publish(p) => {
@@ -356,9 +363,14 @@ async fn subscriber(
                     }
                     match payload::parse(&p.payload, shared.run) {
                         Some(stamp) => match tracker.record(stamp.publisher, stamp.seq) {
-                            Seen::First => {
+                            Seen::First { skipped, late } => {
                                 fresh += 1;
                                 stats.latency.record(now.saturating_sub(stamp.sent_ns));
+                                gaps += skipped;
+                                if late {
+                                    filled += 1;
+                                    stats.late += 1;
+                                }
                             }
                             Seen::Duplicate => stats.duplicates += 1,
                             Seen::Invalid => stats.invalid += 1,
@@ -372,6 +384,12 @@ async fn subscriber(
                 Packet::PingResp => {}
                 _ => stats.unexpected += 1,
             }
+        }
+        if gaps > 0 {
+            shared.skipped.fetch_add(gaps, Ordering::Relaxed);
+        }
+        if filled > 0 {
+            shared.skipped.fetch_sub(filled, Ordering::Relaxed);
         }
         if fresh > 0 {
             stats.unique += fresh;
@@ -437,6 +455,7 @@ pub async fn run(opts: &ConnectOptions, spec: FlowSpec) -> Result<Outcome> {
         subscribers: subs.len() as u64,
         sent: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
+        skipped: AtomicU64::new(0),
         written_off: AtomicU64::new(0),
         stalls: AtomicU64::new(0),
         finished_publishers: AtomicUsize::new(0),
@@ -530,6 +549,7 @@ fn summarise(spec: &FlowSpec, shared: &Shared, pubs: &[PubStats], subs: &[SubSta
     }
     o.headline("lost", lost)
         .set("duplicates", duplicates)
+        .set("out_of_order", subs.iter().map(|s| s.late).sum::<u64>())
         .set("elapsed_s", round(elapsed, 3))
         .set("send_rate", round(per_s(sent, send_secs), 0));
     if spec.rate.is_some() {

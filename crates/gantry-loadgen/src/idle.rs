@@ -64,12 +64,17 @@ pub async fn run(opts: &ConnectOptions, spec: IdleSpec) -> Result<Outcome> {
         };
         let n = spec.connections;
         async move {
-            let conn = Connection::connect(&o).await.with_context(|| {
-                format!(
-                    "idle connection {i} of {n} failed (too many open files? raise `ulimit -n`)"
-                )
-            })?;
-            Ok(conn.into_stream())
+            match Connection::connect(&o).await {
+                Ok(conn) => Ok(conn.into_stream()),
+                Err(e) => {
+                    let hint = if format!("{e:#}").contains("os error 24") {
+                        " (raise the open-files limit: `ulimit -n`)"
+                    } else {
+                        ""
+                    };
+                    Err(e.context(format!("idle connection {i} of {n} failed{hint}")))
+                }
+            }
         }
     })
     .await?;
