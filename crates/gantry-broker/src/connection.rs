@@ -16,7 +16,7 @@ use gantry_codec::{
     ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties, ProtocolVersion,
     PubResponse, QoS, ReasonCode, SubAck, UnsubAck, decode, encode, encode_publish,
 };
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::task::Poll;
 
 use tokio::time::timeout;
@@ -409,9 +409,12 @@ async fn run<T: Transport>(mut conn: Conn, stream: &T, mut rbuf: BytesMut, mut w
         if wbuf.len() < WRITE_HIGH_WATER {
             conn.pump(&mut wbuf);
         }
-        let mut gate = conn.pending_gate();
-        // Each branch is a poll of readiness kept in the socket or the signal
-        // itself, so a waiting connection holds no timers or waiter nodes.
+        // Boxed: only connections with acknowledgements pending pay for it.
+        let mut durable = conn
+            .pending_gate()
+            .map(|mut g| Box::pin(async move { g.wait().await }));
+        // One poll over readiness kept in the socket, the signal and the gate,
+        // so a waiting connection holds no timers or waiter nodes.
         let event = poll_fn(|cx| {
             if let Poll::Ready(flags) = signal.poll_wake(cx) {
                 return Poll::Ready(Event::Woken(flags));
@@ -424,21 +427,16 @@ async fn run<T: Transport>(mut conn: Conn, stream: &T, mut rbuf: BytesMut, mut w
             {
                 return Poll::Ready(Event::Writable(r));
             }
-            Poll::Pending
-        });
-        let event = match gate.as_mut() {
-            None => event.await,
-            Some(g) => {
-                // Boxed: only connections with acknowledgements pending pay for it.
-                let durable = Box::pin(g.wait());
-                tokio::select! {
-                    biased;
-                    e = event => e,
-                    _ = durable => continue 'conn,
-                }
+            if let Some(d) = durable.as_mut()
+                && d.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Event::Durable);
             }
-        };
+            Poll::Pending
+        })
+        .await;
         match event {
+            Event::Durable => {}
             Event::Woken(flags) => {
                 if flags & wake::TAKEN_OVER != 0 {
                     break 'conn Exit::TakenOver;
@@ -517,6 +515,8 @@ async fn run<T: Transport>(mut conn: Conn, stream: &T, mut rbuf: BytesMut, mut w
 }
 
 enum Event {
+    /// Acknowledgements waiting for durability may now go out.
+    Durable,
     Woken(u8),
     Readable(std::io::Result<()>),
     Writable(std::io::Result<()>),
