@@ -19,7 +19,9 @@ use crate::hooks::{ClientInfo, Hooks, Verdict};
 use crate::message::{Message, now_ms};
 use crate::retained::RetainedStore;
 use crate::router::Router;
-use crate::session::{Delivery, Session, SessionId, SessionState, SubscriptionRecord, wake};
+use crate::session::{
+    Delivery, Inflight, Session, SessionId, SessionState, Stage, SubscriptionRecord, wake,
+};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::{AckGate, Record, State, Store, StoreError};
 
@@ -158,17 +160,33 @@ impl Broker {
                     stored.disconnected_at_ms
                 };
                 st.next_qseq = stored.queue.keys().last().copied().unwrap_or(0);
-                for (qseq, (qos, retain, msg)) in stored.queue {
-                    if msg.is_expired(now) {
-                        continue;
-                    }
-                    st.queue.push_back(Delivery {
-                        msg,
-                        qos,
-                        retain,
+                st.incoming_qos2 = stored.incoming_qos2.into_iter().collect();
+                for (qseq, d) in stored.queue {
+                    let delivery = Delivery {
+                        msg: d.msg,
+                        qos: d.qos,
+                        retain: d.retain,
                         sub_ids: Vec::new(),
                         qseq,
-                    });
+                    };
+                    // In flight before the restart: redelivered with DUP under
+                    // the same packet identifier on reconnect.
+                    match d.packet_id {
+                        Some(packet_id) => {
+                            let stage = match (d.qos, d.released) {
+                                (QoS::ExactlyOnce, true) => Stage::WaitPubComp,
+                                (QoS::ExactlyOnce, false) => Stage::WaitPubRec,
+                                _ => Stage::WaitPubAck,
+                            };
+                            st.inflight.push_back(Inflight {
+                                packet_id,
+                                stage,
+                                delivery,
+                            });
+                        }
+                        None if delivery.msg.is_expired(now) => {}
+                        None => st.queue.push_back(delivery),
+                    }
                 }
             }
             let mut router = write(&self.inner.router);

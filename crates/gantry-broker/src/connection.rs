@@ -615,6 +615,13 @@ impl Conn {
                 continue;
             }
             sent += 1;
+            if d.qseq > 0 {
+                self.broker.inner.store.append(&Record::Sent {
+                    client_id: self.session.client_id.clone(),
+                    qseq: d.qseq,
+                    packet_id,
+                });
+            }
             if d.qos != QoS::AtMostOnce {
                 let stage = if d.qos == QoS::AtLeastOnce {
                     Stage::WaitPubAck
@@ -773,6 +780,12 @@ impl Conn {
                     Some(pos) => {
                         if let Some(e) = st.inflight.get_mut(pos) {
                             e.stage = Stage::WaitPubComp;
+                            if e.delivery.qseq > 0 {
+                                self.broker.inner.store.append(&Record::Released {
+                                    client_id: self.session.client_id.clone(),
+                                    qseq: e.delivery.qseq,
+                                });
+                            }
                         }
                         encode(
                             &Packet::PubRel(PubResponse {
@@ -814,7 +827,17 @@ impl Conn {
                 }
             }
             Packet::PubRel(r) => {
-                let had = self.session.lock().incoming_qos2.remove(&r.packet_id);
+                let had = {
+                    let mut st = self.session.lock();
+                    let had = st.incoming_qos2.remove(&r.packet_id);
+                    if had && st.persisted {
+                        self.broker.inner.store.append(&Record::Qos2Completed {
+                            client_id: self.session.client_id.clone(),
+                            packet_id: r.packet_id,
+                        });
+                    }
+                    had
+                };
                 let reason = if had || !self.v5() {
                     ReasonCode::SUCCESS
                 } else {
@@ -925,8 +948,20 @@ impl Conn {
                 // A refused QoS 2 message ends with PUBREC in 5.0; in 3.1.1 the
                 // flow must complete, so the identifier waits for PUBREL.
                 let completes = !reason.is_error();
+                let mut gates = gates;
                 if completes {
-                    self.session.lock().incoming_qos2.insert(packet_id);
+                    let mut st = self.session.lock();
+                    st.incoming_qos2.insert(packet_id);
+                    if st.persisted {
+                        // Exactly once across a restart: a retransmitted PUBLISH
+                        // must still be recognised as a duplicate.
+                        let store = &self.broker.inner.store;
+                        let seq = store.append(&Record::Qos2Received {
+                            client_id: self.session.client_id.clone(),
+                            packet_id,
+                        });
+                        gates.push(store.gate(seq));
+                    }
                 }
                 self.push_ack(Packet::PubRec(r), gates, !completes);
             }

@@ -13,7 +13,7 @@
 //! the operating system (survives `kill -9`), with [`SyncPolicy::Fsync`] synced to
 //! disk (survives power loss).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -77,6 +77,27 @@ pub enum Record {
         client_id: Arc<str>,
         qseq: u64,
     },
+    /// A queued delivery went in flight under this packet identifier.
+    Sent {
+        client_id: Arc<str>,
+        qseq: u64,
+        packet_id: u16,
+    },
+    /// The client answered PUBREC for a QoS 2 delivery: only PUBREL remains.
+    Released {
+        client_id: Arc<str>,
+        qseq: u64,
+    },
+    /// An incoming QoS 2 message was accepted; its PUBREL is awaited.
+    Qos2Received {
+        client_id: Arc<str>,
+        packet_id: u16,
+    },
+    /// The incoming QoS 2 exchange completed.
+    Qos2Completed {
+        client_id: Arc<str>,
+        packet_id: u16,
+    },
 }
 
 mod kind {
@@ -89,6 +110,10 @@ mod kind {
     pub const UNSUBSCRIBE: u8 = 7;
     pub const ENQUEUE: u8 = 8;
     pub const ACK: u8 = 9;
+    pub const SENT: u8 = 10;
+    pub const RELEASED: u8 = 11;
+    pub const QOS2_RECEIVED: u8 = 12;
+    pub const QOS2_COMPLETED: u8 = 13;
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
@@ -181,6 +206,37 @@ impl Record {
                 put_str(out, client_id);
                 out.put_u64_le(*qseq);
             }
+            Record::Sent {
+                client_id,
+                qseq,
+                packet_id,
+            } => {
+                out.put_u8(kind::SENT);
+                put_str(out, client_id);
+                out.put_u64_le(*qseq);
+                out.put_u16_le(*packet_id);
+            }
+            Record::Released { client_id, qseq } => {
+                out.put_u8(kind::RELEASED);
+                put_str(out, client_id);
+                out.put_u64_le(*qseq);
+            }
+            Record::Qos2Received {
+                client_id,
+                packet_id,
+            } => {
+                out.put_u8(kind::QOS2_RECEIVED);
+                put_str(out, client_id);
+                out.put_u16_le(*packet_id);
+            }
+            Record::Qos2Completed {
+                client_id,
+                packet_id,
+            } => {
+                out.put_u8(kind::QOS2_COMPLETED);
+                put_str(out, client_id);
+                out.put_u16_le(*packet_id);
+            }
         }
         let body_len = out.len() - start - 8;
         let crc = crc32fast::hash(&out[start + 8..]);
@@ -201,6 +257,10 @@ impl Record {
         fn u8_(b: &mut Bytes) -> Option<u8> {
             need(b, 1)?;
             Some(b.get_u8())
+        }
+        fn u16_(b: &mut Bytes) -> Option<u16> {
+            need(b, 2)?;
+            Some(b.get_u16_le())
         }
         fn u32_(b: &mut Bytes) -> Option<u32> {
             need(b, 4)?;
@@ -292,6 +352,23 @@ impl Record {
                 client_id: Arc::from(s(&mut b)?),
                 qseq: u64_(&mut b)?,
             },
+            kind::SENT => Record::Sent {
+                client_id: Arc::from(s(&mut b)?),
+                qseq: u64_(&mut b)?,
+                packet_id: u16_(&mut b)?,
+            },
+            kind::RELEASED => Record::Released {
+                client_id: Arc::from(s(&mut b)?),
+                qseq: u64_(&mut b)?,
+            },
+            kind::QOS2_RECEIVED => Record::Qos2Received {
+                client_id: Arc::from(s(&mut b)?),
+                packet_id: u16_(&mut b)?,
+            },
+            kind::QOS2_COMPLETED => Record::Qos2Completed {
+                client_id: Arc::from(s(&mut b)?),
+                packet_id: u16_(&mut b)?,
+            },
             _ => return None,
         };
         Some(rec)
@@ -304,8 +381,22 @@ pub struct StoredSession {
     pub expiry_secs: u32,
     pub disconnected_at_ms: u64,
     pub subscriptions: BTreeMap<String, (SubscriptionOptions, Option<u32>)>,
-    /// Queued and in-flight messages by queue sequence: (qos, retain, message).
-    pub queue: BTreeMap<u64, (QoS, bool, Arc<Message>)>,
+    /// Queued and in-flight messages by queue sequence.
+    pub queue: BTreeMap<u64, StoredDelivery>,
+    /// Incoming QoS 2 packet identifiers awaiting PUBREL.
+    pub incoming_qos2: BTreeSet<u16>,
+}
+
+/// A message queued for a persistent session, and how far its delivery got.
+#[derive(Debug)]
+pub struct StoredDelivery {
+    pub qos: QoS,
+    pub retain: bool,
+    pub msg: Arc<Message>,
+    /// Set once it went in flight: redelivered with DUP under this identifier.
+    pub packet_id: Option<u16>,
+    /// QoS 2: PUBREC received, PUBREL (not the message) is what remains.
+    pub released: bool,
 }
 
 /// Everything the log says, folded into its latest state.
@@ -363,12 +454,59 @@ impl State {
                 msg,
             } => {
                 if let Some(s) = self.sessions.get_mut(&client_id) {
-                    s.queue.insert(qseq, (qos, retain, msg));
+                    s.queue.insert(
+                        qseq,
+                        StoredDelivery {
+                            qos,
+                            retain,
+                            msg,
+                            packet_id: None,
+                            released: false,
+                        },
+                    );
                 }
             }
             Record::Ack { client_id, qseq } => {
                 if let Some(s) = self.sessions.get_mut(&client_id) {
                     s.queue.remove(&qseq);
+                }
+            }
+            Record::Sent {
+                client_id,
+                qseq,
+                packet_id,
+            } => {
+                if let Some(d) = self
+                    .sessions
+                    .get_mut(&client_id)
+                    .and_then(|s| s.queue.get_mut(&qseq))
+                {
+                    d.packet_id = Some(packet_id);
+                }
+            }
+            Record::Released { client_id, qseq } => {
+                if let Some(d) = self
+                    .sessions
+                    .get_mut(&client_id)
+                    .and_then(|s| s.queue.get_mut(&qseq))
+                {
+                    d.released = true;
+                }
+            }
+            Record::Qos2Received {
+                client_id,
+                packet_id,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    s.incoming_qos2.insert(packet_id);
+                }
+            }
+            Record::Qos2Completed {
+                client_id,
+                packet_id,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    s.incoming_qos2.remove(&packet_id);
                 }
             }
         }
@@ -401,13 +539,35 @@ impl State {
                 }
                 .encode(out);
             }
-            for (qseq, (qos, retain, msg)) in &s.queue {
+            for (qseq, d) in &s.queue {
                 Record::Enqueue {
                     client_id: id.clone(),
                     qseq: *qseq,
-                    qos: *qos,
-                    retain: *retain,
-                    msg: msg.clone(),
+                    qos: d.qos,
+                    retain: d.retain,
+                    msg: d.msg.clone(),
+                }
+                .encode(out);
+                if let Some(packet_id) = d.packet_id {
+                    Record::Sent {
+                        client_id: id.clone(),
+                        qseq: *qseq,
+                        packet_id,
+                    }
+                    .encode(out);
+                }
+                if d.released {
+                    Record::Released {
+                        client_id: id.clone(),
+                        qseq: *qseq,
+                    }
+                    .encode(out);
+                }
+            }
+            for packet_id in &s.incoming_qos2 {
+                Record::Qos2Received {
+                    client_id: id.clone(),
+                    packet_id: *packet_id,
                 }
                 .encode(out);
             }
