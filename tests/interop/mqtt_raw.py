@@ -522,6 +522,14 @@ class RawClient:
         except MalformedPacket:
             return False, seen
 
+    def first_response(self, timeout: float) -> Packet | None:
+        """The next packet, or None if the connection was closed (or nothing
+        arrived within timeout; check `self.closed` to tell the two apart)."""
+        try:
+            return self.recv_packet(timeout)
+        except ConnectionClosed:
+            return None
+
     def close(self) -> None:
         try:
             self.sock.close()

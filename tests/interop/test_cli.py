@@ -4,7 +4,6 @@ mosquitto_sub, mosquitto_rr). Every invocation is bounded (-C / -W / timeout).""
 import shutil
 import subprocess
 import threading
-import time
 
 import pytest
 

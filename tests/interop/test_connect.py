@@ -21,10 +21,10 @@ def test_raw_connect_connack_success(clients, mqtt_version):
     assert ack.rc == 0
     assert ack.session_present is False
     if mqtt_version == 5:
-        # properties, if any, must decode cleanly (done by the codec); sanity on a few
-        assert ack.props.get("MaximumQoS", 2) in (0, 1, 2) or "MaximumQoS" not in ack.props
-        if "ReceiveMaximum" in ack.props:
-            assert ack.props["ReceiveMaximum"] >= 1
+        # properties must decode cleanly (the codec raises otherwise); sanity on a few
+        assert ack.props.get("MaximumQoS", 2) in (0, 1) or "MaximumQoS" not in ack.props
+        assert ack.props.get("ReceiveMaximum", 65535) >= 1
+        assert ack.props.get("MaximumPacketSize", 1 << 28) >= 1024
 
 
 def test_session_present_after_reconnect_with_persistent_session(clients, mqtt_version):
@@ -86,6 +86,18 @@ def test_same_client_id_takes_over_existing_connection(clients, mqtt_version):
             assert discs[0].rc == 0x8E, discs  # Session taken over
     # the new connection works
     assert second.ping().type == raw.PINGRESP
+
+
+@pytest.mark.gantry_only(reason="Mosquitto 2.0.11 closes the old connection without a DISCONNECT")
+def test_v5_takeover_sends_disconnect_0x8e(clients):
+    cid = uniq("dup")
+    first = clients.raw(version=5)
+    assert first.connect(client_id=cid).rc == 0
+    second = clients.raw(version=5)
+    assert second.connect(client_id=cid).rc == 0
+    closed, seen = first.wait_closed(3)
+    assert closed
+    assert [p.rc for p in seen if p.type == raw.DISCONNECT] == [0x8E], seen
 
 
 # Mosquitto 2.0 only checks keep-alives every ~5 s, so it gets a wider window;

@@ -99,6 +99,17 @@ def test_wrong_protocol_level(clients, broker, level, fmt):
         assert acks[0].rc in (0x01, 0x84), acks
 
 
+@pytest.mark.gantry_only(reason="Mosquitto answers 0x01 to every unsupported level")
+@pytest.mark.parametrize("level,code", [(3, 0x01), (6, 0x84)])
+def test_wrong_protocol_level_exact_connack(clients, broker, level, code):
+    """Level 3 (an older 3.x client) gets the 3.1.1 code 0x01; level 6 (a newer
+    client) gets the 5.0 code 0x84 Unsupported Protocol Version."""
+    r = clients.raw(version=5)
+    r.send(raw.build_connect(5, uniq(), level=level))
+    seen = _assert_closed_and_healthy(r, broker)
+    assert [p.rc for p in seen if p.type == raw.CONNACK] == [code], seen
+
+
 def test_wrong_protocol_name(clients, broker):
     r = clients.raw(version=4)
     r.send(raw.build_connect(4, uniq(), protocol_name=b"MQTX"))
@@ -154,6 +165,14 @@ def test_publish_with_wildcard_topic(clients, broker, mqtt_version, topic):
     seen = _assert_closed_and_healthy(r, broker, mqtt_version, allowed_rc=(0x90, 0x81, 0x82))
     assert not [p for p in seen if p.type == raw.PUBACK], "wildcard publish acknowledged"
     assert not [m for m in watcher.collect(0.3) if m.payload == b"evil"]
+
+
+@pytest.mark.gantry_only(reason="Mosquitto answers 0x82 Protocol Error instead of 0x90")
+def test_v5_wildcard_publish_gets_disconnect_0x90(clients, broker):
+    r = _connected(clients, 5)
+    r.send(raw.build_publish(5, "a/+/c", b"evil", qos=1, pid=1))
+    seen = _assert_closed_and_healthy(r, broker, 5)
+    assert [p.rc for p in seen if p.type == raw.DISCONNECT] == [0x90], seen
 
 
 @pytest.mark.parametrize("topic", [b"bad\xff\xfe", b"\xc0\xaf", b"a/\xed\xa0\x80", b"nul\x00byte"],

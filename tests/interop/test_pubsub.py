@@ -3,7 +3,7 @@
 import pytest
 
 import mqtt_raw as raw
-from clients import V5, uniq
+from clients import uniq
 
 
 @pytest.mark.parametrize("sub_qos", [0, 1, 2])

@@ -2,8 +2,6 @@
 
 import time
 
-import pytest
-
 import mqtt_raw as raw
 from clients import V5, uniq
 
