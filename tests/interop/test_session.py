@@ -155,3 +155,14 @@ def test_v5_connack_session_expiry_if_server_overrides(clients):
     if granted > 0:
         c2 = _persistent(clients, V5, cid, expiry=60)
         assert c2.session_present
+
+
+def test_rapid_persistent_reconnects_always_get_their_suback(clients, mqtt_version):
+    """Regression: a SUBACK that waits for the session's subscription to be
+    durable must go out even when the store catches up at the very moment the
+    connection decides what to wait for. 300 short persistent sessions over 7
+    client ids made the race visible before it was fixed."""
+    for i in range(300):
+        c = clients(version=mqtt_version, client_id=f"rapid-{i % 7}", clean=False, session_expiry=3600)
+        assert c.subscribe(f"rapid/{i}", 1, timeout=5) == [1]
+        c.disconnect()

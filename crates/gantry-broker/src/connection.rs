@@ -569,10 +569,17 @@ impl Conn {
         }
     }
 
+    /// The gate the oldest pending acknowledgement waits for. If it opened
+    /// since `flush_acks` looked, an open gate is returned: waiting on it
+    /// resolves at once, so the loop flushes again instead of missing it.
     fn pending_gate(&self) -> Option<AckGate> {
-        self.pending
-            .front()
-            .and_then(|p| p.gates.iter().find(|g| !g.is_open()).cloned())
+        let front = self.pending.front()?;
+        front
+            .gates
+            .iter()
+            .find(|g| !g.is_open())
+            .or_else(|| front.gates.first())
+            .cloned()
     }
 
     /// Moves queued deliveries into the write buffer, within the window.
