@@ -47,6 +47,8 @@ pub struct FlowSpec {
     /// Total messages per second over all publishers; `None` is flat out.
     pub rate: Option<f64>,
     pub payload: usize,
+    /// Send Gantry JSON time-series samples instead of binary payloads.
+    pub json_payload: bool,
     pub duration: Duration,
     /// Messages per publisher; `None` runs for `duration` (which always bounds).
     pub count: Option<u64>,
@@ -193,7 +195,11 @@ async fn publisher(
     let mut inflight = InFlight::new();
     let rate = spec.rate.map(|r| r / shared.publishers as f64);
     let limit = spec.count.unwrap_or(u64::MAX);
-    let mut writer = PayloadWriter::new(spec.payload, shared.run, index as u32);
+    let mut writer = if spec.json_payload {
+        PayloadWriter::json(shared.run, index as u32)
+    } else {
+        PayloadWriter::new(spec.payload, shared.run, index as u32)
+    };
     let start = Instant::now();
     let deadline = start + spec.duration;
     loop {

@@ -50,6 +50,10 @@ enum Command {
         common: Common,
         #[command(flatten)]
         load: Load,
+        /// Topic to use instead of a unique `bench/p2p/...` one (e.g. a
+        /// modeled tag, to measure contract enforcement).
+        #[arg(long)]
+        topic: Option<String>,
     },
     /// N publishers on `bench/fanin/<i>`, one subscriber to `bench/fanin/+`.
     FanIn {
@@ -185,6 +189,12 @@ impl Common {
     }
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum PayloadFormat {
+    Binary,
+    Json,
+}
+
 /// Load shape shared by the flow subcommands.
 #[derive(Args, Clone, Debug)]
 struct Load {
@@ -196,6 +206,10 @@ struct Load {
     /// Payload bytes (at least 28: sequence number and timestamp header).
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// `json` sends Gantry time-series samples (for brokers that validate
+    /// payloads against data contracts); `binary` the compact header.
+    #[arg(long, value_enum, default_value_t = PayloadFormat::Binary)]
+    payload_format: PayloadFormat,
     /// Seconds of publishing (always bounds the run, also with --count).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -257,6 +271,7 @@ impl Load {
             qos: qos(self.qos),
             rate: self.rate,
             payload: self.payload,
+            json_payload: self.payload_format == PayloadFormat::Json,
             duration: seconds(self.duration, "--duration")?,
             count: self.count,
             window: self.window,
@@ -278,8 +293,12 @@ fn unique_suffix() -> String {
 
 async fn execute(command: Command, process_start: std::time::Instant) -> Result<(Outcome, Common)> {
     match command {
-        Command::P2p { common, load } => {
-            let topic = format!("bench/p2p/{}", unique_suffix());
+        Command::P2p {
+            common,
+            load,
+            topic,
+        } => {
+            let topic = topic.unwrap_or_else(|| format!("bench/p2p/{}", unique_suffix()));
             let spec = load.spec("p2p", vec![topic.clone()], vec![topic], common.pid)?;
             let o = flow::run(&common.connect_options()?, spec).await?;
             Ok((o, common))

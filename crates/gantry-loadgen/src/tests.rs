@@ -32,6 +32,7 @@ fn spec(pubs: usize, subs: usize, qos: QoS) -> FlowSpec {
         qos,
         rate: None,
         payload: 64,
+        json_payload: false,
         duration: Duration::from_secs(5),
         count: Some(2000),
         window: 100,
