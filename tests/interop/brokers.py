@@ -103,6 +103,10 @@ class Broker:
                 lines.append(f"{k} = {v}")
             if self.gantry_extra:
                 lines += ["", self.gantry_extra]
+            if "[contracts]" not in self.gantry_extra:
+                # The suite publishes to arbitrary topics without a plant model:
+                # route them (`gantry run` would dead-letter them by default).
+                lines += ["", "[contracts]", 'unmodeled = "allow"']
             path = self.workdir / "gantry.toml"
         elif self.kind == "mosquitto":
             lines = [

@@ -376,7 +376,8 @@ impl Broker {
                     ..
                 } = &v
                 {
-                    let mut dead = Message::new(&dl.topic, &dl.payload, QoS::AtLeastOnce, false);
+                    let mut dead =
+                        Message::new(&dl.topic, &dl.payload, QoS::AtLeastOnce, dl.retain);
                     dead.publisher = Some(client.client_id.clone());
                     self.route(Arc::new(dead));
                 }

@@ -57,6 +57,9 @@ pub trait Authorizer: Send + Sync + 'static {
 pub struct DeadLetter {
     pub topic: String,
     pub payload: Bytes,
+    /// Publish the dead letter retained, so the last violation per topic stays
+    /// visible to a subscriber that arrives later.
+    pub retain: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -67,6 +67,7 @@ impl PublishInspector for RejectNegative {
                 dead_letter: Some(DeadLetter {
                     topic: format!("acme/_dlq/{}", msg.topic),
                     payload: msg.payload.clone(),
+                    retain: false,
                 }),
             }
         } else {

@@ -7,6 +7,7 @@ pub mod name;
 pub mod path;
 pub mod payload;
 pub mod plant;
+pub mod standard;
 mod suggest;
 
 pub use name::{NameError, Segment, SystemSubtree, validate_segment};
@@ -16,5 +17,6 @@ pub use path::{
 };
 pub use payload::{PayloadError, Quality, Sample, Value};
 pub use plant::{
-    DEMO_PLANT_TOML, Equipment, ModelError, ModelErrors, PlantModel, Site, TagSpec, TagType,
+    ClassRef, DEMO_PLANT_TOML, Equipment, ModelError, ModelErrors, PlantModel, Site, TagSpec,
+    TagType,
 };

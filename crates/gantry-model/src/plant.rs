@@ -3,9 +3,10 @@
 //! the topic lookups the broker uses.
 
 mod error;
-mod parse;
+pub(crate) mod parse;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::Path;
 
 pub use error::{ModelError, ModelErrors};
@@ -76,6 +77,8 @@ pub struct TagSpec {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub description: Option<String>,
+    /// A site-specific tag outside the equipment's class (`extension = true`).
+    pub extension: bool,
 }
 
 /// One `[[equipment]]`: a hierarchy node that owns tags.
@@ -84,9 +87,13 @@ pub struct TagSpec {
 pub struct Equipment {
     /// 2..=6 levels, starting with the enterprise and a declared site.
     pub path: HierarchyPath,
+    /// The `class` field as written (free text, e.g. `filler@1`).
     pub class: Option<String>,
+    /// `class` parsed as a versioned reference (`name@version`); `None` when
+    /// the class is absent or written without a version.
+    pub class_ref: Option<ClassRef>,
     pub description: Option<String>,
-    /// In file order.
+    /// In file order: class tags the site declares and extension tags.
     pub tags: Vec<TagSpec>,
 }
 
@@ -102,6 +109,68 @@ impl Equipment {
     }
 }
 
+/// A reference to a versioned class of an enterprise standard, written
+/// `name@version` (e.g. `filler@1`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClassRef {
+    pub name: String,
+    pub version: u32,
+}
+
+impl ClassRef {
+    /// Parses `name@version`: a valid segment, `@`, and a positive integer.
+    /// `None` for anything else.
+    pub fn parse(text: &str) -> Option<ClassRef> {
+        let (name, version) = text.split_once('@')?;
+        crate::name::validate_segment(name).ok()?;
+        if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let version: u32 = version.parse().ok().filter(|v| *v > 0)?;
+        Some(ClassRef {
+            name: name.to_owned(),
+            version,
+        })
+    }
+}
+
+impl fmt::Display for ClassRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
+/// 1-based (line, column) in the file the model was read from.
+pub(crate) type Pos = (usize, usize);
+
+/// Where one tag's fields are in the site file, for conformance errors.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TagLocation {
+    pub(crate) field: String,
+    pub(crate) key: Pos,
+    pub(crate) type_: Option<Pos>,
+    pub(crate) values: Option<Pos>,
+    pub(crate) unit: Option<Pos>,
+    pub(crate) min: Option<Pos>,
+    pub(crate) max: Option<Pos>,
+    pub(crate) extension: Option<Pos>,
+}
+
+/// Where one equipment's fields are in the site file.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EquipmentLocation {
+    /// `equipment[N]`.
+    pub(crate) field: String,
+    /// Position of the first character of the path value (inside the quotes).
+    pub(crate) path: Pos,
+    /// True when `path` is the start of the literal path text, so segment
+    /// columns can be computed by adding byte offsets (paths are ASCII).
+    pub(crate) path_literal: bool,
+    pub(crate) class: Option<Pos>,
+    /// Parallel to `Equipment::tags`.
+    pub(crate) tags: Vec<TagLocation>,
+}
+
 /// A validated plant model.
 #[derive(Debug, Clone)]
 pub struct PlantModel {
@@ -111,6 +180,10 @@ pub struct PlantModel {
     equipment: Vec<Equipment>,
     /// Full tag topic -> (equipment index, tag index).
     tag_index: HashMap<String, (usize, usize)>,
+    /// File name the model was parsed as.
+    file: String,
+    /// Parallel to `equipment`.
+    locations: Vec<EquipmentLocation>,
 }
 
 impl PlantModel {
@@ -149,6 +222,8 @@ impl PlantModel {
         description: Option<String>,
         sites: Vec<Site>,
         equipment: Vec<Equipment>,
+        file: String,
+        locations: Vec<EquipmentLocation>,
     ) -> PlantModel {
         let mut tag_index = HashMap::new();
         for (e, equipment) in equipment.iter().enumerate() {
@@ -162,7 +237,18 @@ impl PlantModel {
             sites,
             equipment,
             tag_index,
+            file,
+            locations,
         }
+    }
+
+    /// The file name the model was loaded or parsed as.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    pub(crate) fn location(&self, index: usize) -> Option<&EquipmentLocation> {
+        self.locations.get(index)
     }
 
     pub fn enterprise(&self) -> &Segment {

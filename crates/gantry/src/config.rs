@@ -1,11 +1,12 @@
 //! The Gantry config file (`gantry run --config FILE`): where data lives, which
-//! listeners to open, who may connect, broker limits, the plant model and the
-//! sources. Errors name the file, line, column and field.
+//! listeners to open, who may connect, broker limits, the plant model, the data
+//! contracts and the sources. Errors name the file, line, column and field.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use gantry_broker::{BrokerConfig, Durability, Limits};
+use gantry_contracts::{ContractSettings, UnmodeledPolicy};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -26,7 +27,58 @@ pub struct GantryConfig {
     pub durability: Durability,
     #[serde(default)]
     pub sys: SysConfig,
+    #[serde(default)]
+    pub contracts: ContractsConfig,
     pub simulator: Option<SimulatorSection>,
+}
+
+/// `[contracts]`: validation of every publish against the plant model.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContractsConfig {
+    /// Install the contract inspector at all.
+    pub enabled: bool,
+    /// What happens to publishes on paths the model does not declare.
+    pub unmodeled: UnmodeledSetting,
+    /// Timestamps further ahead of the broker clock than this are refused.
+    pub max_future_ms: u64,
+    /// Timestamps before this (Unix milliseconds) are refused; 2000-01-01.
+    pub min_timestamp_ms: i64,
+}
+
+impl Default for ContractsConfig {
+    fn default() -> Self {
+        let d = ContractSettings::default();
+        Self {
+            enabled: true,
+            unmodeled: UnmodeledSetting::DeadLetter,
+            max_future_ms: d.max_future_ms,
+            min_timestamp_ms: d.min_timestamp_ms,
+        }
+    }
+}
+
+/// `unmodeled = "allow" | "dead-letter" | "reject"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnmodeledSetting {
+    Allow,
+    DeadLetter,
+    Reject,
+}
+
+impl ContractsConfig {
+    pub fn settings(&self) -> ContractSettings {
+        ContractSettings {
+            unmodeled: match self.unmodeled {
+                UnmodeledSetting::Allow => UnmodeledPolicy::Allow,
+                UnmodeledSetting::DeadLetter => UnmodeledPolicy::DeadLetter,
+                UnmodeledSetting::Reject => UnmodeledPolicy::Reject,
+            },
+            max_future_ms: self.max_future_ms,
+            min_timestamp_ms: self.min_timestamp_ms,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +212,9 @@ max_queued_messages = 50
 sync = "fsync"
 [simulator]
 seed = 7
+[contracts]
+unmodeled = "reject"
+max_future_ms = 1000
 "#,
             "gantry.toml",
         )
@@ -167,9 +222,18 @@ seed = 7
         assert_eq!(c.limits.max_queued_messages, 50);
         assert!(c.auth.allow_anonymous);
         assert_eq!(c.simulator.map(|s| s.seed), Some(7));
-        let b = GantryConfig::parse("data_dir = \"d\"", "x")
-            .unwrap()
-            .broker_config();
+        let s = c.contracts.settings();
+        assert_eq!(s.unmodeled, UnmodeledPolicy::Reject);
+        assert_eq!(s.max_future_ms, 1000);
+        assert!(c.contracts.enabled);
+        let d = GantryConfig::parse("data_dir = \"d\"", "x").unwrap();
+        assert!(d.contracts.enabled);
+        assert_eq!(d.contracts.settings(), ContractSettings::default());
+        assert_eq!(
+            d.contracts.settings().unmodeled,
+            UnmodeledPolicy::DeadLetter
+        );
+        let b = d.broker_config();
         assert!(b.mqtt_bind.is_none());
     }
 
@@ -183,5 +247,12 @@ seed = 7
             .unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.to_string().starts_with("g.toml:3:"), "{e}");
+        let e = GantryConfig::parse(
+            "data_dir = \"d\"\n[contracts]\nunmodeled = \"drop\"\n",
+            "g.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("dead-letter"), "{e}");
     }
 }

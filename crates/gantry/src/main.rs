@@ -2,7 +2,9 @@
 //! run the demo plant, or check a plant model.
 
 mod auth;
+mod check;
 mod config;
+mod contracts;
 mod sources;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,10 +18,12 @@ use clap::{Parser, Subcommand};
 use gantry_broker::hooks::Hooks;
 use gantry_broker::{Broker, BrokerConfig};
 use gantry_connectors::{Simulator, SimulatorConfig, Source};
+use gantry_contracts::{ContractSettings, UnmodeledPolicy};
 use gantry_model::PlantModel;
 
 use crate::auth::AnonymousPolicy;
 use crate::config::GantryConfig;
+use crate::contracts::Contracts;
 
 #[derive(Parser)]
 #[command(
@@ -52,15 +56,16 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Check a plant model file and print every error with file, line and field.
-    Check { file: PathBuf },
+    /// Check site models (optionally against an enterprise standard), or
+    /// compare two versions of a standard with --compat.
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Check { file } => return check(&file),
+        Command::Check(args) => return check::run(&args),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(&config))),
         Command::Demo {
             data_dir,
@@ -93,27 +98,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .thread_name("gantry")
         .build()
         .context("cannot start the async runtime")
-}
-
-fn check(file: &std::path::Path) -> ExitCode {
-    match PlantModel::load(file) {
-        Ok(model) => {
-            println!(
-                "{}: ok ({} equipment, {} tags)",
-                file.display(),
-                model.equipment().len(),
-                model.tag_count()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in errors.iter() {
-                eprintln!("{e}");
-            }
-            eprintln!("{}: {} error(s)", file.display(), errors.len());
-            ExitCode::FAILURE
-        }
-    }
 }
 
 async fn start(
@@ -149,15 +133,38 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
             "anonymous access is disabled and no identities are configured yet: every client will be refused"
         );
     }
+    let simulating = config.simulator.as_ref().is_some_and(|s| s.enabled);
+    let contracts = config.contracts.enabled.then(|| {
+        // Without a model the simulator plays the demo plant, so that is the
+        // model its data is checked against.
+        let enforced = match (&model, simulating) {
+            (Some(m), _) => Some(m.clone()),
+            (None, true) => Some(PlantModel::demo()),
+            (None, false) => None,
+        };
+        if enforced.is_none() {
+            tracing::warn!(
+                "no plant model configured: every data topic is unmodeled ([contracts] unmodeled = \"{}\")",
+                config.contracts.settings().unmodeled
+            );
+        }
+        Contracts::new(enforced, config.contracts.settings(), config.model.clone())
+    });
     let hooks = Hooks {
         authenticator: Arc::new(AnonymousPolicy {
             allow_anonymous: config.auth.allow_anonymous,
             loopback_only: false,
         }),
+        inspectors: contracts.iter().map(Contracts::as_inspector).collect(),
         ..Hooks::default()
     };
-    let (broker, bound) = start(config.broker_config(), hooks).await?;
+    let broker_config = config.broker_config();
+    let sys_interval = broker_config.sys_interval;
+    let (broker, bound) = start(broker_config, hooks).await?;
     log_listeners(&bound);
+    if let Some(c) = &contracts {
+        c.start(&broker, sys_interval);
+    }
     if let Some(sim) = config.simulator.as_ref().filter(|s| s.enabled) {
         let machines = match &model {
             Some(m) => sources::simulated_machines(m),
@@ -168,7 +175,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
         sim_config.tick = Duration::from_millis(sim.tick_ms.max(1));
         spawn_simulator(&broker, sim_config);
     }
-    wait_for_shutdown(&broker).await
+    wait_for_shutdown(&broker, contracts.as_ref()).await
 }
 
 fn spawn_simulator(broker: &Broker, config: SimulatorConfig) {
@@ -192,18 +199,29 @@ async fn demo(data_dir: PathBuf, mqtt_port: u16, ws_port: u16, seed: u64) -> any
     let mut config = BrokerConfig::new(&data_dir);
     config.mqtt_bind = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, mqtt_port)));
     config.websocket_bind = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, ws_port)));
+    let contracts = Contracts::new(
+        Some(model.clone()),
+        ContractSettings {
+            unmodeled: UnmodeledPolicy::Allow,
+            ..ContractSettings::default()
+        },
+        None,
+    );
     let hooks = Hooks {
         authenticator: Arc::new(AnonymousPolicy {
             allow_anonymous: true,
             loopback_only: true,
         }),
+        inspectors: vec![contracts.as_inspector()],
         ..Hooks::default()
     };
     tracing::warn!(
         "DEMO MODE: anonymous clients are allowed, from 127.0.0.1 only. Use `gantry run --config FILE` in production."
     );
+    let sys_interval = config.sys_interval;
     let (broker, bound) = start(config, hooks).await?;
     log_listeners(&bound);
+    contracts.start(&broker, sys_interval);
     let mut sim = SimulatorConfig::new(sources::simulated_machines(&model));
     sim.seed = seed;
     spawn_simulator(&broker, sim);
@@ -212,22 +230,32 @@ async fn demo(data_dir: PathBuf, mqtt_port: u16, ws_port: u16, seed: u64) -> any
          Next, in another terminal:\n  \
          mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'acme/#' -v          # watch the plant\n  \
          mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t '$SYS/#' -v          # broker statistics\n  \
-         mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t acme/dallas/note -m hi -r   # write retained state\n\
+         mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t acme/dallas/note -m hi -r   # write retained state\n  \
+         mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'acme/_dlq/#' -v     # messages that broke a data contract\n\
          Press Ctrl-C to stop.\n",
         model.enterprise(),
         model.equipment().len(),
         model.tag_count(),
         data_dir.display()
     );
-    wait_for_shutdown(&broker).await
+    wait_for_shutdown(&broker, Some(&contracts)).await
 }
 
-async fn wait_for_shutdown(broker: &Broker) -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Waits for Ctrl-C or SIGTERM; SIGHUP reloads the plant model (when
+/// `contracts` has a model file) and keeps running.
+async fn wait_for_shutdown(broker: &Broker, contracts: Option<&Contracts>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => match contracts {
+                Some(c) => c.reload(broker),
+                None => tracing::warn!("SIGHUP: data contracts are disabled; nothing to reload"),
+            },
+        }
     }
     tracing::info!("shutting down");
     broker.shutdown().await;

@@ -235,7 +235,8 @@ fn retained_state_survives_kill_9() {
     let cfg = dir.path().join("gantry.toml");
     std::fs::write(
         &cfg,
-        format!("data_dir = \"data\"\n[mqtt]\nbind = \"127.0.0.1:{port}\"\n[auth]\nallow_anonymous = true\n"),
+        // No plant model: route every topic instead of dead-lettering it.
+        format!("data_dir = \"data\"\n[mqtt]\nbind = \"127.0.0.1:{port}\"\n[auth]\nallow_anonymous = true\n[contracts]\nunmodeled = \"allow\"\n"),
     )
     .unwrap();
     let cfg = cfg.to_str().unwrap().to_owned();

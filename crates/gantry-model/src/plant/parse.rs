@@ -10,27 +10,33 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::error::{ModelError, ModelErrors, line_col};
-use super::{Equipment, PlantModel, Site, TagSpec, TagType};
+use super::{
+    ClassRef, Equipment, EquipmentLocation, PlantModel, Site, TagLocation, TagSpec, TagType,
+};
 use crate::name::{NameError, Segment, validate_segment};
 use crate::path::{HierarchyPath, MAX_HIERARCHY_DEPTH, MAX_TAG_DEPTH, TagPath};
 use crate::suggest::closest;
 
-type Key<'i> = Spanned<Cow<'i, str>>;
-type Item<'i> = Spanned<DeValue<'i>>;
+pub(crate) type Key<'i> = Spanned<Cow<'i, str>>;
+pub(crate) type Item<'i> = Spanned<DeValue<'i>>;
 
 const ROOT_FIELDS: &[&str] = &["enterprise", "description", "site", "equipment"];
 const SITE_FIELDS: &[&str] = &["name", "description"];
 const EQUIPMENT_FIELDS: &[&str] = &["path", "class", "description", "tags"];
-const TAG_FIELDS: &[&str] = &["type", "values", "unit", "min", "max", "description"];
-const TAG_TYPES: &[&str] = &["float", "int", "bool", "string", "enum"];
+const SITE_TAG_FIELDS: &[&str] = &[
+    "type",
+    "values",
+    "unit",
+    "min",
+    "max",
+    "description",
+    "extension",
+];
+pub(crate) const TAG_TYPES: &[&str] = &["float", "int", "bool", "string", "enum"];
 const MIN_EQUIPMENT_DEPTH: usize = 2;
 
 pub(super) fn parse_model(src: &str, file: &str) -> Result<PlantModel, ModelErrors> {
-    let mut checker = Checker {
-        src,
-        file,
-        errors: Vec::new(),
-    };
+    let mut checker = Checker::new(src, file);
     let (root, syntax_errors) = DeTable::parse_recoverable(src);
     // The tree recovered from a syntax error is a guess; checking it would
     // report problems the user never wrote.
@@ -52,16 +58,31 @@ struct Draft {
     path_offset: usize,
     /// (field, key offset) of each entry in `equipment.tags`.
     tag_locations: Vec<(String, usize)>,
+    location: EquipmentLocation,
 }
 
-struct Checker<'s> {
-    src: &'s str,
-    file: &'s str,
-    errors: Vec<ModelError>,
+/// Collects located errors while walking a TOML document; shared with the
+/// standard file parser.
+pub(crate) struct Checker<'s> {
+    pub(crate) src: &'s str,
+    pub(crate) file: &'s str,
+    pub(crate) errors: Vec<ModelError>,
 }
 
-impl Checker<'_> {
-    fn error(
+impl<'s> Checker<'s> {
+    pub(crate) fn new(src: &'s str, file: &'s str) -> Checker<'s> {
+        Checker {
+            src,
+            file,
+            errors: Vec::new(),
+        }
+    }
+
+    pub(crate) fn pos(&self, offset: usize) -> (usize, usize) {
+        line_col(self.src, offset)
+    }
+
+    pub(crate) fn error(
         &mut self,
         offset: usize,
         field: &str,
@@ -79,12 +100,12 @@ impl Checker<'_> {
         });
     }
 
-    fn into_errors(mut self) -> ModelErrors {
+    pub(crate) fn into_errors(mut self) -> ModelErrors {
         self.errors.sort_by_key(|e| (e.line, e.column));
         ModelErrors::new(self.errors)
     }
 
-    fn syntax(&mut self, mut errors: Vec<toml::de::Error>) {
+    pub(crate) fn syntax(&mut self, mut errors: Vec<toml::de::Error>) {
         errors.sort_by_key(|e| e.span().map_or(0, |s| s.start));
         let mut reported_lines = HashSet::new();
         let mut duplicate_table_at: Option<usize> = None;
@@ -168,7 +189,7 @@ impl Checker<'_> {
 
     /// Byte offset of `byte` within a string value or key, looking through
     /// the quotes when the source spells the value literally.
-    fn offset_in(&self, span: &Range<usize>, value: &str, byte: usize) -> usize {
+    pub(crate) fn offset_in(&self, span: &Range<usize>, value: &str, byte: usize) -> usize {
         match self.src.get(span.clone()) {
             Some(raw) if raw == value => span.start + byte,
             Some(raw)
@@ -187,16 +208,21 @@ impl Checker<'_> {
         let (sites, sites_complete) = self.sites(root);
         let drafts = self.equipment_list(root, enterprise.as_ref(), &sites, sites_complete);
         self.duplicates(&drafts);
-        let equipment = drafts.into_iter().map(|d| d.equipment).collect();
+        let (equipment, locations) = drafts
+            .into_iter()
+            .map(|d| (d.equipment, d.location))
+            .unzip();
         Some(PlantModel::new(
             enterprise?,
             description.map(|(s, _)| s.to_owned()),
             sites,
             equipment,
+            self.file.to_owned(),
+            locations,
         ))
     }
 
-    fn unknown_fields(&mut self, table: &DeTable<'_>, prefix: &str, allowed: &[&str]) {
+    pub(crate) fn unknown_fields(&mut self, table: &DeTable<'_>, prefix: &str, allowed: &[&str]) {
         for (key, _) in sorted(table) {
             let name: &str = key.get_ref();
             if allowed.contains(&name) {
@@ -215,12 +241,12 @@ impl Checker<'_> {
         }
     }
 
-    fn missing(&mut self, offset: usize, field: &str, hint: Option<String>) {
+    pub(crate) fn missing(&mut self, offset: usize, field: &str, hint: Option<String>) {
         self.error(offset, field, "missing required field", hint);
     }
 
     /// A string field; reports a wrong type. `None` when absent or not a string.
-    fn string<'t>(
+    pub(crate) fn string<'t>(
         &mut self,
         table: &'t DeTable<'_>,
         key: &str,
@@ -242,7 +268,12 @@ impl Checker<'_> {
     }
 
     /// A numeric field (integer or float, finite); reports a wrong type.
-    fn number(&mut self, table: &DeTable<'_>, key: &str, field: &str) -> Option<(f64, usize)> {
+    pub(crate) fn number(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        field: &str,
+    ) -> Option<(f64, usize)> {
         let item = table.get(key)?;
         let offset = item.span().start;
         let parsed = match item.get_ref() {
@@ -270,7 +301,13 @@ impl Checker<'_> {
     }
 
     /// An optional free-text field that must not be blank when present.
-    fn text(&mut self, table: &DeTable<'_>, key: &str, field: &str, hint: &str) -> Option<String> {
+    pub(crate) fn text(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        field: &str,
+        hint: &str,
+    ) -> Option<String> {
         let (value, span) = self.string(table, key, field)?;
         if value.trim().is_empty() {
             self.error(
@@ -286,7 +323,12 @@ impl Checker<'_> {
 
     /// Reports every invalid `/`-separated segment of a path or tag key, at
     /// the segment's own column. Returns the level count if all are valid.
-    fn segments(&mut self, value: &str, span: &Range<usize>, field: &str) -> Option<usize> {
+    pub(crate) fn segments(
+        &mut self,
+        value: &str,
+        span: &Range<usize>,
+        field: &str,
+    ) -> Option<usize> {
         let mut valid = true;
         let mut byte = 0;
         let mut depth = 0;
@@ -334,7 +376,7 @@ impl Checker<'_> {
     }
 
     /// The tables of an array of tables (`[[key]]`), with their indexes.
-    fn array_of_tables<'t, 'i>(
+    pub(crate) fn array_of_tables<'t, 'i>(
         &mut self,
         root: &'t DeTable<'i>,
         key: &str,
@@ -431,12 +473,32 @@ impl Checker<'_> {
         for (index, table, span) in self.array_of_tables(root, "equipment") {
             let prefix = format!("equipment[{index}]");
             self.unknown_fields(table, &prefix, EQUIPMENT_FIELDS);
+            let class_field = join(&prefix, "class");
             let class = self.text(
                 table,
                 "class",
-                &join(&prefix, "class"),
+                &class_field,
                 "remove the field or name the class, e.g. \"filler\"",
             );
+            let class_at = table.get("class").map(|item| item.span().start);
+            let class_ref = match (&class, class_at) {
+                (Some(text), Some(at)) if text.contains('@') => {
+                    let parsed = ClassRef::parse(text);
+                    if parsed.is_none() {
+                        let name = text.split('@').next().unwrap_or_default();
+                        self.error(
+                            at,
+                            &class_field,
+                            format!("invalid class reference \"{text}\""),
+                            Some(format!(
+                                "write name@version with a positive version, e.g. \"{name}@1\""
+                            )),
+                        );
+                    }
+                    parsed
+                }
+                _ => None,
+            };
             let description = self
                 .string(table, "description", &join(&prefix, "description"))
                 .map(|(s, _)| s.to_owned());
@@ -462,18 +524,37 @@ impl Checker<'_> {
                 );
                 None
             };
-            let (tags, tag_locations) = self.tags(table, &prefix);
+            let (tags, tag_locations, tag_details) = self.tags(table, &prefix);
             if let Some((path, path_offset)) = path {
+                let (path_literal, path_at) = table
+                    .get("path")
+                    .and_then(|item| match item.get_ref() {
+                        DeValue::String(value) => {
+                            let at = self.offset_in(&item.span(), value, 0);
+                            Some((at != item.span().start, at))
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or((false, path_offset));
+                let location = EquipmentLocation {
+                    field: prefix.clone(),
+                    path: self.pos(path_at),
+                    path_literal,
+                    class: class_at.map(|at| self.pos(at)),
+                    tags: tag_details,
+                };
                 drafts.push(Draft {
                     equipment: Equipment {
                         path,
                         class,
+                        class_ref,
                         description,
                         tags,
                     },
                     field: prefix,
                     path_offset,
                     tag_locations,
+                    location,
                 });
             }
         }
@@ -539,11 +620,17 @@ impl Checker<'_> {
         Some(path)
     }
 
-    fn tags(&mut self, table: &DeTable<'_>, prefix: &str) -> (Vec<TagSpec>, Vec<(String, usize)>) {
+    #[allow(clippy::type_complexity)]
+    fn tags(
+        &mut self,
+        table: &DeTable<'_>,
+        prefix: &str,
+    ) -> (Vec<TagSpec>, Vec<(String, usize)>, Vec<TagLocation>) {
         let mut tags = Vec::new();
         let mut locations = Vec::new();
+        let mut details = Vec::new();
         let Some(item) = table.get("tags") else {
-            return (tags, locations);
+            return (tags, locations, details);
         };
         let tags_field = join(prefix, "tags");
         let DeValue::Table(entries) = item.get_ref() else {
@@ -553,7 +640,7 @@ impl Checker<'_> {
                 format!("must be a table of tags, got {}", item.get_ref().type_str()),
                 Some("declare each tag as [equipment.tags.<name>]".to_owned()),
             );
-            return (tags, locations);
+            return (tags, locations, details);
         };
         for (key, value) in sorted(entries) {
             let name: &str = key.get_ref();
@@ -586,24 +673,61 @@ impl Checker<'_> {
                 continue;
             };
             let path = TagPath::parse(name).ok();
-            if let Some(tag) = self.tag_spec(spec, value.span().start, &field, path) {
+            let extension = self.boolean(spec, "extension", &join(&field, "extension"));
+            let tag = self.tag_spec(spec, value.span().start, &field, path, SITE_TAG_FIELDS);
+            if let Some(mut tag) = tag {
+                tag.extension = extension.unwrap_or(false);
+                details.push(self.tag_location(spec, &field, key_span.start));
                 tags.push(tag);
                 locations.push((field, key_span.start));
             }
         }
-        (tags, locations)
+        (tags, locations, details)
+    }
+
+    /// Positions of a tag table's fields.
+    pub(crate) fn tag_location(&self, spec: &DeTable<'_>, field: &str, key: usize) -> TagLocation {
+        let at = |name: &str| spec.get(name).map(|item| self.pos(item.span().start));
+        TagLocation {
+            field: field.to_owned(),
+            key: self.pos(key),
+            type_: at("type"),
+            values: at("values"),
+            unit: at("unit"),
+            min: at("min"),
+            max: at("max"),
+            extension: at("extension"),
+        }
+    }
+
+    /// An optional boolean field; reports a wrong type.
+    pub(crate) fn boolean(&mut self, table: &DeTable<'_>, key: &str, field: &str) -> Option<bool> {
+        let item = table.get(key)?;
+        match item.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.error(
+                    item.span().start,
+                    field,
+                    format!("must be true or false, got {}", other.type_str()),
+                    None,
+                );
+                None
+            }
+        }
     }
 
     /// Checks every field of a tag table. `path` is `None` when the tag key
     /// was invalid (already reported); then no spec is built.
-    fn tag_spec(
+    pub(crate) fn tag_spec(
         &mut self,
         spec: &DeTable<'_>,
         offset: usize,
         field: &str,
         path: Option<TagPath>,
+        allowed: &[&str],
     ) -> Option<TagSpec> {
-        self.unknown_fields(spec, field, TAG_FIELDS);
+        self.unknown_fields(spec, field, allowed);
         let type_field = join(field, "type");
         let type_hint = || format!("one of {}", TAG_TYPES.join(", "));
         let kind = if spec.contains_key("type") {
@@ -733,11 +857,12 @@ impl Checker<'_> {
             min: min.map(|(m, _)| m),
             max: max.map(|(m, _)| m),
             description,
+            extension: false,
         })
     }
 
     /// The strings of a `values` array; `None` if any entry is unusable.
-    fn enum_values(&mut self, item: &Item<'_>, field: &str) -> Option<Vec<String>> {
+    pub(crate) fn enum_values(&mut self, item: &Item<'_>, field: &str) -> Option<Vec<String>> {
         let DeValue::Array(array) = item.get_ref() else {
             self.error(
                 item.span().start,
@@ -822,7 +947,7 @@ impl Checker<'_> {
 }
 
 /// Table entries in file order (the TOML map itself is sorted by key).
-fn sorted<'t, 'i>(table: &'t DeTable<'i>) -> Vec<(&'t Key<'i>, &'t Item<'i>)> {
+pub(crate) fn sorted<'t, 'i>(table: &'t DeTable<'i>) -> Vec<(&'t Key<'i>, &'t Item<'i>)> {
     let mut entries: Vec<_> = table.iter().collect();
     entries.sort_by_key(|(key, _)| key.span().start);
     entries
@@ -841,7 +966,7 @@ fn bare_or_quoted(key: &str) -> String {
 }
 
 /// Dotted field path, quoting keys that are not bare TOML keys.
-fn join(prefix: &str, key: &str) -> String {
+pub(crate) fn join(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         bare_or_quoted(key)
     } else {
@@ -850,7 +975,7 @@ fn join(prefix: &str, key: &str) -> String {
 }
 
 /// Common spellings of tag types from other systems.
-fn synonym(kind: &str) -> Option<&'static str> {
+pub(crate) fn synonym(kind: &str) -> Option<&'static str> {
     match kind.to_ascii_lowercase().as_str() {
         "double" | "real" | "number" | "f64" | "f32" | "decimal" => Some("float"),
         "integer" | "long" | "i64" | "i32" | "counter" => Some("int"),

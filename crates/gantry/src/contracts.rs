@@ -1,0 +1,94 @@
+//! Wiring the data contracts into the binary: building the inspector from the
+//! config, publishing its counters on `$SYS`, and reloading the plant model
+//! on SIGHUP (a bad model is refused and the old one stays in force).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_broker::Broker;
+use gantry_broker::hooks::PublishInspector;
+use gantry_contracts::{ContractInspector, ContractSettings, STATS_TOPIC};
+use gantry_model::PlantModel;
+
+/// The inspector, and the model file that SIGHUP re-reads (if any).
+#[derive(Clone)]
+pub struct Contracts {
+    pub inspector: Arc<ContractInspector>,
+    pub model_file: Option<PathBuf>,
+}
+
+impl Contracts {
+    pub fn new(
+        model: Option<PlantModel>,
+        settings: ContractSettings,
+        file: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            inspector: Arc::new(ContractInspector::new(model, settings)),
+            model_file: file,
+        }
+    }
+
+    pub fn as_inspector(&self) -> Arc<dyn PublishInspector> {
+        self.inspector.clone()
+    }
+
+    /// Logs what is enforced and publishes the counters every `every`.
+    pub fn start(&self, broker: &Broker, every: Duration) {
+        let inspector = self.inspector.clone();
+        tracing::info!(
+            tags = inspector.tag_count(),
+            unmodeled = %inspector.settings().unmodeled,
+            "data contracts enforced; violations go to <enterprise>/_dlq/..., counters to {STATS_TOPIC}"
+        );
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut shutdown = broker.shutdown_signal();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => inspector.publish_stats(&broker),
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+    }
+
+    /// Re-reads the model file; on success the new model is in force for the
+    /// next publish, on failure every error is logged and nothing changes.
+    pub fn reload(&self, broker: &Broker) {
+        match &self.model_file {
+            Some(path) => reload_from(&self.inspector, path),
+            None => tracing::warn!("SIGHUP: no model file is configured; nothing to reload"),
+        }
+        self.inspector.publish_stats(broker);
+    }
+}
+
+fn reload_from(inspector: &ContractInspector, path: &Path) {
+    match PlantModel::load(path) {
+        Ok(model) => {
+            let tags = model.tag_count();
+            let generation = inspector.reload(Some(model));
+            tracing::info!(
+                generation,
+                tags,
+                "plant model reloaded from {}",
+                path.display()
+            );
+        }
+        Err(errors) => {
+            for e in errors.iter() {
+                tracing::error!("{e}");
+            }
+            tracing::error!(
+                "plant model reload refused: {} error(s) in {}; generation {} stays in force",
+                errors.len(),
+                path.display(),
+                inspector.generation()
+            );
+            inspector.refuse_reload(errors.iter().map(|e| e.to_string()).collect());
+        }
+    }
+}
