@@ -13,7 +13,7 @@ use gantry_model::{Equipment, PlantModel, is_system_topic};
 
 use crate::dead_letter::{dead_letter_payload, dead_letter_topic};
 use crate::stats::{Counters, StatsSnapshot};
-use crate::validate::{ContractSettings, Rule, UnmodeledPolicy, validate_sample};
+use crate::validate::{ContractSettings, Rule, UnmodeledPolicy, validate};
 
 /// Retained JSON with the contract counters and the model in force.
 pub const STATS_TOPIC: &str = "$SYS/broker/contracts";
@@ -66,10 +66,13 @@ impl ContractInspector {
     }
 
     fn current(&self) -> Arc<Active> {
-        self.active
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.active_guard().clone()
+    }
+
+    /// The model in force, borrowed for the duration of one check (no
+    /// reference-count traffic on the hot path).
+    fn active_guard(&self) -> std::sync::RwLockReadGuard<'_, Arc<Active>> {
+        self.active.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Puts a new (already validated) model in force for every publish from
@@ -189,16 +192,18 @@ fn contract_label(equipment: &Equipment) -> &str {
 
 impl PublishInspector for ContractInspector {
     fn inspect(&self, client: &ClientInfo, msg: &mut Message) -> Verdict {
-        if is_system_topic(&msg.topic) {
-            Counters::add(&self.counters.skipped_system);
-            return Verdict::Accept;
-        }
-        let active = self.current();
+        let active = self.active_guard();
         let found = active
             .model
             .as_ref()
             .and_then(|m| m.tag_for_topic(&msg.topic));
+        // A modeled tag is never a system topic (the model's names forbid it),
+        // so the system check runs only for the rest.
         let Some((equipment, tag)) = found else {
+            if is_system_topic(&msg.topic) {
+                Counters::add(&self.counters.skipped_system);
+                return Verdict::Accept;
+            }
             return self.unmodeled(client, msg, active.generation);
         };
         if msg.payload.is_empty() && msg.retain {
@@ -207,9 +212,12 @@ impl PublishInspector for ContractInspector {
             return Verdict::Accept;
         }
         let now = i64::try_from(msg.received_at_ms).unwrap_or(i64::MAX);
-        match validate_sample(tag, &msg.payload, now, &self.settings) {
-            Ok(sample) => {
-                msg.payload = Bytes::from(sample.to_json_bytes());
+        match validate(tag, &msg.payload, now, &self.settings) {
+            Ok((sample, canonical)) => {
+                // Canonical input is forwarded as is; anything else is rewritten.
+                if !canonical {
+                    msg.payload = Bytes::from(sample.to_json_bytes());
+                }
                 Counters::add(&self.counters.accepted);
                 Verdict::Accept
             }

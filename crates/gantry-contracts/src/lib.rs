@@ -16,7 +16,7 @@ pub mod validate;
 
 pub use inspector::{ContractInspector, STATS_TOPIC};
 pub use stats::StatsSnapshot;
-pub use validate::{ContractSettings, Rule, UnmodeledPolicy, Violation, validate_sample};
+pub use validate::{ContractSettings, Rule, UnmodeledPolicy, Violation, validate, validate_sample};
 
 /// An unknown unmodeled-path policy name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

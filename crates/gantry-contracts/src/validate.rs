@@ -189,13 +189,33 @@ pub fn validate_sample(
     now_ms: i64,
     settings: &ContractSettings,
 ) -> Result<Sample, Violation> {
-    let mut sample =
-        Sample::parse(payload, now_ms).map_err(|e| Violation::new(Rule::Shape, e.to_string()))?;
+    validate(tag, payload, now_ms, settings).map(|(sample, _)| sample)
+}
+
+/// Like [`validate_sample`], and also tells whether `payload` already is the
+/// canonical encoding of the returned sample, so that it can be forwarded
+/// unchanged instead of being written again.
+pub fn validate(
+    tag: &TagSpec,
+    payload: &[u8],
+    now_ms: i64,
+    settings: &ContractSettings,
+) -> Result<(Sample, bool), Violation> {
+    let (mut sample, canonical) = match Sample::parse_canonical(payload) {
+        Some(sample) => (sample, true),
+        None => (
+            Sample::parse(payload, now_ms)
+                .map_err(|e| Violation::new(Rule::Shape, e.to_string()))?,
+            false,
+        ),
+    };
     let bare = !payload.trim_ascii_start().starts_with(b"{");
+    let before = std::mem::discriminant(&sample.value);
     sample.value = check_type(&tag.tag_type, sample.value, bare, payload)?;
+    let unchanged = canonical && std::mem::discriminant(&sample.value) == before;
     check_range(tag, &sample.value)?;
     check_timestamp(sample.timestamp_ms, now_ms, settings)?;
-    Ok(sample)
+    Ok((sample, unchanged))
 }
 
 fn check_type(tag: &TagType, value: Value, bare: bool, payload: &[u8]) -> Result<Value, Violation> {

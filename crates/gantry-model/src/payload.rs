@@ -178,6 +178,9 @@ impl Sample {
     /// object, array or string but does not parse is a JSON error, not text.
     /// Integers outside the i64 range become floats.
     pub fn parse(bytes: &[u8], now_ms: i64) -> Result<Sample, PayloadError> {
+        if let Some(sample) = Sample::parse_canonical(bytes) {
+            return Ok(sample);
+        }
         let text = std::str::from_utf8(bytes).map_err(|e| PayloadError::NotUtf8 {
             valid_up_to: e.valid_up_to(),
         })?;
@@ -244,14 +247,18 @@ impl Sample {
     /// floats, which JSON cannot express, are written as the strings
     /// `"NaN"`, `"Infinity"` and `"-Infinity"` (and so read back as text).
     pub fn to_json_bytes(&self) -> Vec<u8> {
+        use std::fmt::Write;
         let mut out = String::with_capacity(48);
-        out.push_str("{\"timestamp_ms\":");
-        out.push_str(&self.timestamp_ms.to_string());
-        out.push_str(",\"value\":");
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{{\"timestamp_ms\":{},\"value\":", self.timestamp_ms);
         match &self.value {
-            Value::Int(i) => out.push_str(&i.to_string()),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
             Value::Float(f) => match serde_json::Number::from_f64(*f) {
-                Some(n) => out.push_str(&n.to_string()),
+                Some(n) => {
+                    let _ = write!(out, "{n}");
+                }
                 None => push_json_string(&mut out, non_finite_name(*f)),
             },
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -266,6 +273,37 @@ impl Sample {
         out.into_bytes()
     }
 
+    /// Parses `bytes` only if they are exactly the canonical encoding that
+    /// [`Sample::to_json_bytes`] writes, without allocating for numbers and
+    /// booleans. `None` means "not canonical" (not necessarily invalid): use
+    /// [`Sample::parse`] then. The broker's contract check takes this fast path
+    /// for the common case of producers that already publish canonical JSON,
+    /// and can then forward the bytes unchanged.
+    pub fn parse_canonical(bytes: &[u8]) -> Option<Sample> {
+        let rest = bytes.strip_prefix(b"{\"timestamp_ms\":")?;
+        let end = rest.iter().position(|b| *b == b',')?;
+        let timestamp_ms = canonical_int(&rest[..end])?;
+        let rest = rest[end..].strip_prefix(b",\"value\":")?;
+        let (value, rest) = canonical_scalar(rest)?;
+        let (quality, rest) = match rest.strip_prefix(b",\"quality\":\"") {
+            Some(q) => {
+                let end = q.iter().position(|b| *b == b'"')?;
+                let quality = match &q[..end] {
+                    b"uncertain" => Quality::Uncertain,
+                    b"bad" => Quality::Bad,
+                    _ => return None,
+                };
+                (quality, &q[end + 1..])
+            }
+            None => (Quality::Good, rest),
+        };
+        (rest == b"}").then_some(Sample {
+            timestamp_ms,
+            value,
+            quality,
+        })
+    }
+
     /// Like [`Sample::to_json_bytes`], but refuses a non-finite float value
     /// instead of writing it as a string, for producers that must only
     /// publish numbers for numeric tags.
@@ -276,6 +314,89 @@ impl Sample {
             }),
             _ => Ok(self.to_json_bytes()),
         }
+    }
+}
+
+/// An integer written as `i64`'s Display writes it (no sign, no leading zeros).
+fn canonical_int(b: &[u8]) -> Option<i64> {
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    let first = *digits.first()?;
+    if !digits.iter().all(u8::is_ascii_digit) || (first == b'0' && b.len() > 1) {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// The canonical value and what follows it.
+fn canonical_scalar(b: &[u8]) -> Option<(Value, &[u8])> {
+    match *b.first()? {
+        b't' => Some((Value::Bool(true), b.strip_prefix(b"true")?)),
+        b'f' => Some((Value::Bool(false), b.strip_prefix(b"false")?)),
+        b'"' => {
+            let body = &b[1..];
+            let end = body.iter().position(|c| *c == b'"')?;
+            let text = &body[..end];
+            // Escapes and control characters take the full parser.
+            if text.iter().any(|c| *c == b'\\' || *c < 0x20) {
+                return None;
+            }
+            let text = std::str::from_utf8(text).ok()?;
+            if text == "NaN" || text == "Infinity" || text == "-Infinity" {
+                return None;
+            }
+            Some((Value::Text(text.to_owned()), &body[end + 1..]))
+        }
+        _ => {
+            let end = b
+                .iter()
+                .position(|c| {
+                    !(c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
+                })
+                .unwrap_or(b.len());
+            let (number, rest) = b.split_at(end);
+            if number.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+                let text = std::str::from_utf8(number).ok()?;
+                let f: f64 = text.parse().ok()?;
+                // Canonical only if writing it back gives the same bytes.
+                let n = serde_json::Number::from_f64(f)?;
+                let mut buf = StackText::default();
+                std::fmt::Write::write_fmt(&mut buf, format_args!("{n}")).ok()?;
+                (buf.as_bytes() == number).then_some((Value::Float(f), rest))
+            } else {
+                Some((Value::Int(canonical_int(number)?), rest))
+            }
+        }
+    }
+}
+
+/// A small fixed buffer for formatting a number without allocating.
+struct StackText {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        Self {
+            buf: [0; 40],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -315,7 +436,7 @@ fn push_json_string(out: &mut String, s: &str) {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             c if u32::from(c) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+                let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{:04x}", u32::from(c)));
             }
             c => out.push(c),
         }
@@ -329,6 +450,36 @@ mod tests {
     use proptest::prelude::*;
 
     const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn canonical_fast_path_accepts_exactly_the_canonical_form() {
+        for text in [
+            r#"{"timestamp_ms":1700000000000,"value":42}"#,
+            r#"{"timestamp_ms":1700000000000,"value":-3}"#,
+            r#"{"timestamp_ms":1700000000000,"value":1500.0}"#,
+            r#"{"timestamp_ms":1700000000000,"value":0.1}"#,
+            r#"{"timestamp_ms":1700000000000,"value":true}"#,
+            r#"{"timestamp_ms":1700000000000,"value":"running","quality":"bad"}"#,
+        ] {
+            let fast = Sample::parse_canonical(text.as_bytes()).expect(text);
+            assert_eq!(fast.to_json_bytes(), text.as_bytes(), "{text}");
+            assert_eq!(Ok(fast), parse(text), "{text}");
+        }
+        for text in [
+            r#"{"timestamp_ms":1700000000000,"value":1.50}"#,
+            r#"{"timestamp_ms":1700000000000,"value":007}"#,
+            r#"{"timestamp_ms":1700000000000,"value":+7}"#,
+            r#"{"timestamp_ms":1700000000000,"value":"a\"b"}"#,
+            r#"{"timestamp_ms":1700000000000,"value":1,"quality":"good"}"#,
+            r#"{"timestamp_ms":01,"value":1}"#,
+            r#"{"value":1,"timestamp_ms":1700000000000}"#,
+            r#"{"timestamp_ms":1700000000000, "value":1}"#,
+            r#"{"timestamp_ms":1700000000000,"value":1} "#,
+            "42",
+        ] {
+            assert!(Sample::parse_canonical(text.as_bytes()).is_none(), "{text}");
+        }
+    }
 
     fn parse(s: &str) -> Result<Sample, PayloadError> {
         Sample::parse(s.as_bytes(), NOW)

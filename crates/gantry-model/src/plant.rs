@@ -18,6 +18,33 @@ use crate::path::{HierarchyPath, NamespacePath, TagPath};
 /// two lines with a filler, capper and labeler each.
 pub const DEMO_PLANT_TOML: &str = include_str!("../../../examples/demo-plant.toml");
 
+/// FNV-1a: the tag index is looked up for every publish the broker checks,
+/// with short keys from a file we wrote ourselves, so a fast non-keyed hash
+/// beats SipHash's flooding resistance here.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BuildFnv;
+
+impl std::hash::BuildHasher for BuildFnv {
+    type Hasher = Fnv;
+    fn build_hasher(&self) -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// A declared `[[site]]`.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -179,7 +206,7 @@ pub struct PlantModel {
     sites: Vec<Site>,
     equipment: Vec<Equipment>,
     /// Full tag topic -> (equipment index, tag index).
-    tag_index: HashMap<String, (usize, usize)>,
+    tag_index: HashMap<String, (usize, usize), BuildFnv>,
     /// File name the model was parsed as.
     file: String,
     /// Parallel to `equipment`.
@@ -225,7 +252,7 @@ impl PlantModel {
         file: String,
         locations: Vec<EquipmentLocation>,
     ) -> PlantModel {
-        let mut tag_index = HashMap::new();
+        let mut tag_index = HashMap::with_hasher(BuildFnv);
         for (e, equipment) in equipment.iter().enumerate() {
             for (t, tag) in equipment.tags.iter().enumerate() {
                 tag_index.insert(equipment.tag_topic(tag).to_topic(), (e, t));
