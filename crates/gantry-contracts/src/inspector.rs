@@ -2,6 +2,7 @@
 //! plant model on every publish, dead-letters what it refuses, swaps models
 //! atomically on reload and publishes its counters.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -43,7 +44,15 @@ pub struct ContractInspector {
     next_generation: AtomicU64,
     last_reload: Mutex<Option<ReloadOutcome>>,
     counters: Counters,
+    /// Dead-letter topics holding a retained record. Bounded: past
+    /// [`MAX_RETAINED_DEAD_LETTERS`] distinct topics (a client spraying random
+    /// bad topics) new ones are still published, but not retained, so the
+    /// retained store and its log cannot grow without end.
+    retained_dead_letters: Mutex<HashSet<String>>,
 }
+
+/// Distinct dead-letter topics that keep their last record retained.
+pub const MAX_RETAINED_DEAD_LETTERS: usize = 10_000;
 
 impl ContractInspector {
     /// An inspector enforcing `model`; with `None` every data path is
@@ -58,6 +67,7 @@ impl ContractInspector {
             next_generation: AtomicU64::new(2),
             last_reload: Mutex::new(None),
             counters: Counters::default(),
+            retained_dead_letters: Mutex::new(HashSet::new()),
         }
     }
 
@@ -169,13 +179,22 @@ impl ContractInspector {
         self.counters.violation(rule, &msg.topic, &client.client_id);
         tracing::debug!(client_id = %client.client_id, rule = rule.as_str(), "dead-lettered: {reason_string}");
         let payload = dead_letter_payload(msg, &client.client_id, rule, &reason_string, generation);
+        let topic = dead_letter_topic(&msg.topic);
+        let retain = {
+            let mut seen = self
+                .retained_dead_letters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            seen.contains(&topic)
+                || (seen.len() < MAX_RETAINED_DEAD_LETTERS && seen.insert(topic.clone()))
+        };
         Verdict::Reject {
             reason,
             reason_string,
             dead_letter: Some(DeadLetter {
-                topic: dead_letter_topic(&msg.topic),
+                topic,
                 payload,
-                retain: true,
+                retain,
             }),
         }
     }

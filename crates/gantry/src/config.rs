@@ -17,6 +17,9 @@ pub struct GantryConfig {
     pub data_dir: PathBuf,
     /// Plant model file (TOML), relative to the config file.
     pub model: Option<PathBuf>,
+    /// Enterprise standard the model must conform to (checked at start and
+    /// on every reload), relative to the config file.
+    pub standard: Option<PathBuf>,
     pub mqtt: Option<ListenerConfig>,
     pub websocket: Option<ListenerConfig>,
     #[serde(default)]
@@ -163,6 +166,11 @@ impl GantryConfig {
             && model.is_relative()
         {
             config.model = Some(base.join(model));
+        }
+        if let Some(standard) = &config.standard
+            && standard.is_relative()
+        {
+            config.standard = Some(base.join(standard));
         }
         Ok(config)
     }

@@ -10,12 +10,15 @@ use gantry_broker::Broker;
 use gantry_broker::hooks::PublishInspector;
 use gantry_contracts::{ContractInspector, ContractSettings, STATS_TOPIC};
 use gantry_model::PlantModel;
+use gantry_model::standard::Standard;
 
 /// The inspector, and the model file that SIGHUP re-reads (if any).
 #[derive(Clone)]
 pub struct Contracts {
     pub inspector: Arc<ContractInspector>,
     pub model_file: Option<PathBuf>,
+    /// The standard the model must conform to, re-read on reload too.
+    pub standard_file: Option<PathBuf>,
 }
 
 impl Contracts {
@@ -27,6 +30,7 @@ impl Contracts {
         Self {
             inspector: Arc::new(ContractInspector::new(model, settings)),
             model_file: file,
+            standard_file: None,
         }
     }
 
@@ -59,15 +63,31 @@ impl Contracts {
     /// next publish, on failure every error is logged and nothing changes.
     pub fn reload(&self, broker: &Broker) {
         match &self.model_file {
-            Some(path) => reload_from(&self.inspector, path),
+            Some(path) => reload_from(&self.inspector, path, self.standard_file.as_deref()),
             None => tracing::warn!("SIGHUP: no model file is configured; nothing to reload"),
         }
         self.inspector.publish_stats(broker);
     }
 }
 
-fn reload_from(inspector: &ContractInspector, path: &Path) {
-    match PlantModel::load(path) {
+/// Loads a site model and, if a standard is given, requires the model to
+/// conform to it. Every error comes back as `file:line:col: field: message`.
+pub fn load_site(model: &Path, standard: Option<&Path>) -> Result<PlantModel, Vec<String>> {
+    let site =
+        PlantModel::load(model).map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    if let Some(path) = standard {
+        let standard = Standard::load(path)
+            .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+        let conformance = standard.check_site(&site);
+        if !conformance.errors.is_empty() {
+            return Err(conformance.errors.iter().map(|e| e.to_string()).collect());
+        }
+    }
+    Ok(site)
+}
+
+fn reload_from(inspector: &ContractInspector, path: &Path, standard: Option<&Path>) {
+    match load_site(path, standard) {
         Ok(model) => {
             let tags = model.tag_count();
             let generation = inspector.reload(Some(model));
@@ -88,7 +108,7 @@ fn reload_from(inspector: &ContractInspector, path: &Path) {
                 path.display(),
                 inspector.generation()
             );
-            inspector.refuse_reload(errors.iter().map(|e| e.to_string()).collect());
+            inspector.refuse_reload(errors);
         }
     }
 }

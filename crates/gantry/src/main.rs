@@ -115,8 +115,15 @@ async fn start(
 async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = GantryConfig::load(path)?;
     let model = match &config.model {
-        Some(m) => {
-            Some(PlantModel::load(m).map_err(|e| anyhow::anyhow!("invalid plant model:\n{e}"))?)
+        Some(m) => Some(
+            contracts::load_site(m, config.standard.as_deref())
+                .map_err(|e| anyhow::anyhow!("invalid plant model:\n{}", e.join("\n")))?,
+        ),
+        None if config.standard.is_some() => {
+            anyhow::bail!(
+                "{}: `standard` is set but no `model` to check against it",
+                path.display()
+            )
         }
         None => None,
     };
@@ -148,7 +155,9 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
                 config.contracts.settings().unmodeled
             );
         }
-        Contracts::new(enforced, config.contracts.settings(), config.model.clone())
+        let mut c = Contracts::new(enforced, config.contracts.settings(), config.model.clone());
+        c.standard_file.clone_from(&config.standard);
+        c
     });
     let hooks = Hooks {
         authenticator: Arc::new(AnonymousPolicy {

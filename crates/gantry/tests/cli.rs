@@ -271,3 +271,180 @@ fn retained_state_survives_kill_9() {
         "deleted topic stays deleted"
     );
 }
+
+fn repo_file(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+        .to_str()
+        .expect("utf-8 path")
+        .to_owned()
+}
+
+#[test]
+fn demo_dead_letters_a_wrong_value_that_never_reaches_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, ws) = (free_port(), free_port());
+    let _demo = spawn(&[
+        "demo",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--mqtt-port",
+        &mqtt.to_string(),
+        "--ws-port",
+        &ws.to_string(),
+    ]);
+    wait_for_port(mqtt);
+    let topic = "acme/dallas/packaging/line-1/filler/speed";
+    // A subscriber of the real path, listening while the bad value is sent.
+    let watcher = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mqtt.to_string(),
+            "-t",
+            topic,
+            "-v",
+            "-W",
+            "4",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-V",
+            "5",
+            "-q",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mqtt.to_string(),
+            "-t",
+            topic,
+            "-m",
+            "fast",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Payload format invalid"),
+        "0x99 for the publisher: {err}"
+    );
+    assert!(
+        err.contains("expected float"),
+        "the reason names the rule: {err}"
+    );
+    let dead = mosquitto_sub(mqtt, &["-t", "acme/_dlq/#", "-v", "-C", "1", "-W", "5"]);
+    assert!(dead.starts_with(&format!("acme/_dlq/{topic} ")), "{dead}");
+    assert!(
+        dead.contains("\"payload\":\"fast\"") && dead.contains("\"rule\":\"type\""),
+        "{dead}"
+    );
+    let seen = watcher.wait_with_output().unwrap();
+    let seen = String::from_utf8_lossy(&seen.stdout);
+    assert!(
+        seen.contains("\"value\":"),
+        "the watcher saw the live plant: {seen}"
+    );
+    assert!(
+        !seen.contains("fast"),
+        "the invalid value reached a subscriber: {seen}"
+    );
+}
+
+#[test]
+fn run_refuses_a_site_model_that_breaks_the_standard() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("gantry.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"data\"\nmodel = \"{}\"\nstandard = \"{}\"\n[mqtt]\nbind = \"127.0.0.1:{port}\"\n",
+            repo_file("examples/sites/houston.toml"),
+            repo_file("examples/acme-standard.toml")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(GANTRY)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("houston.toml:48:"), "{err}");
+    assert!(err.contains("missing required tag \"speed\""), "{err}");
+}
+
+#[test]
+fn reload_refuses_a_model_that_breaks_the_standard_and_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let model = dir.path().join("plant.toml");
+    let demo = std::fs::read_to_string(repo_file("examples/demo-plant.toml")).unwrap();
+    std::fs::write(&model, &demo).unwrap();
+    let cfg = dir.path().join("gantry.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"data\"\nmodel = \"plant.toml\"\nstandard = \"{}\"\n[mqtt]\nbind = \"127.0.0.1:{port}\"\n[auth]\nallow_anonymous = true\n[sys]\ninterval_secs = 1\n",
+            repo_file("examples/acme-standard.toml")
+        ),
+    )
+    .unwrap();
+    let g = spawn(&["run", "--config", cfg.to_str().unwrap()]);
+    wait_for_port(port);
+    // Still a valid plant model, but the filler's `speed` now has a unit the
+    // standard does not allow.
+    let broken = demo.replacen("unit = \"units/min\"", "unit = \"bottles/h\"", 1);
+    assert_ne!(broken, demo, "the demo model declares speed in units/min");
+    std::fs::write(&model, broken).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &g.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut stats = String::new();
+    for _ in 0..20 {
+        stats = mosquitto_sub(port, &["-t", "$SYS/broker/contracts", "-C", "1", "-W", "3"]);
+        if stats.contains("\"ok\":false") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(stats.contains("\"ok\":false"), "reload refused: {stats}");
+    assert!(
+        stats.contains("plant.toml:"),
+        "with the error's position: {stats}"
+    );
+    // The old model stays in force: a valid speed is accepted and retained.
+    mosquitto_pub(
+        port,
+        &[
+            "-t",
+            "acme/dallas/packaging/line-1/filler/speed",
+            "-m",
+            "600.5",
+            "-r",
+            "-q",
+            "1",
+        ],
+    );
+    let now = mosquitto_sub(
+        port,
+        &[
+            "-t",
+            "acme/dallas/packaging/line-1/filler/speed",
+            "-C",
+            "1",
+            "-W",
+            "3",
+        ],
+    );
+    assert!(now.contains("\"value\":600.5"), "{now}");
+}

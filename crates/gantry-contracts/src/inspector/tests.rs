@@ -248,3 +248,32 @@ fn hot_path_cost() {
         start.elapsed() / n
     );
 }
+
+#[test]
+fn retained_dead_letters_are_bounded() {
+    let i = inspector(UnmodeledPolicy::DeadLetter);
+    let retained = |topic: &str| {
+        let mut m = msg(topic, b"1");
+        match i.inspect(&client(), &mut m) {
+            Verdict::Reject {
+                dead_letter: Some(d),
+                ..
+            } => d.retain,
+            other => panic!("{topic}: expected a dead letter, got {other:?}"),
+        }
+    };
+    for n in 0..MAX_RETAINED_DEAD_LETTERS {
+        assert!(
+            retained(&format!("acme/spray/{n}")),
+            "topic {n} keeps its record"
+        );
+    }
+    assert!(
+        !retained("acme/spray/one-too-many"),
+        "past the bound: published, not retained"
+    );
+    assert!(
+        retained("acme/spray/7"),
+        "a topic already retained stays retained"
+    );
+}
