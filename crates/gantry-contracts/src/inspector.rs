@@ -232,9 +232,9 @@ impl PublishInspector for ContractInspector {
         }
         let now = i64::try_from(msg.received_at_ms).unwrap_or(i64::MAX);
         match validate(tag, &msg.payload, now, &self.settings) {
-            Ok((sample, canonical)) => {
+            Ok(rewritten) => {
                 // Canonical input is forwarded as is; anything else is rewritten.
-                if !canonical {
+                if let Some(sample) = rewritten {
                     msg.payload = Bytes::from(sample.to_json_bytes());
                 }
                 Counters::add(&self.counters.accepted);

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use gantry_model::{Sample, TagSpec, TagType, Value};
+use gantry_model::{Sample, SampleRef, TagSpec, TagType, Value, ValueRef};
 
 use crate::PolicyError;
 
@@ -189,33 +189,60 @@ pub fn validate_sample(
     now_ms: i64,
     settings: &ContractSettings,
 ) -> Result<Sample, Violation> {
-    validate(tag, payload, now_ms, settings).map(|(sample, _)| sample)
+    match validate(tag, payload, now_ms, settings)? {
+        Some(sample) => Ok(sample),
+        None => {
+            Sample::parse(payload, now_ms).map_err(|e| Violation::new(Rule::Shape, e.to_string()))
+        }
+    }
 }
 
-/// Like [`validate_sample`], and also tells whether `payload` already is the
-/// canonical encoding of the returned sample, so that it can be forwarded
-/// unchanged instead of being written again.
+/// Checks `payload` against the tag's contract. `Ok(None)`: the payload is
+/// valid and already canonical, forward it unchanged. `Ok(Some(sample))`:
+/// valid, and `sample` is what to forward (in canonical form).
 pub fn validate(
     tag: &TagSpec,
     payload: &[u8],
     now_ms: i64,
     settings: &ContractSettings,
-) -> Result<(Sample, bool), Violation> {
-    let (mut sample, canonical) = match Sample::parse_canonical(payload) {
-        Some(sample) => (sample, true),
-        None => (
-            Sample::parse(payload, now_ms)
-                .map_err(|e| Violation::new(Rule::Shape, e.to_string()))?,
-            false,
-        ),
-    };
+) -> Result<Option<Sample>, Violation> {
+    if canonical_and_valid(tag, payload, now_ms, settings) {
+        return Ok(None);
+    }
+    let mut sample =
+        Sample::parse(payload, now_ms).map_err(|e| Violation::new(Rule::Shape, e.to_string()))?;
     let bare = !payload.trim_ascii_start().starts_with(b"{");
-    let before = std::mem::discriminant(&sample.value);
     sample.value = check_type(&tag.tag_type, sample.value, bare, payload)?;
-    let unchanged = canonical && std::mem::discriminant(&sample.value) == before;
     check_range(tag, &sample.value)?;
     check_timestamp(sample.timestamp_ms, now_ms, settings)?;
-    Ok((sample, unchanged))
+    Ok(Some(sample))
+}
+
+/// The fast path: a canonical payload whose value already has the tag's type
+/// and passes every rule is checked in place, allocating nothing. Anything
+/// else (including every violation) takes the full path, which explains it.
+fn canonical_and_valid(
+    tag: &TagSpec,
+    payload: &[u8],
+    now_ms: i64,
+    settings: &ContractSettings,
+) -> bool {
+    let Some(s) = SampleRef::parse_canonical(payload) else {
+        return false;
+    };
+    let number = match (&tag.tag_type, s.value) {
+        (TagType::Float, ValueRef::Float(f)) if f.is_finite() => Some(f),
+        (TagType::Int, ValueRef::Int(i)) => Some(i as f64),
+        (TagType::Bool, ValueRef::Bool(_)) | (TagType::String, ValueRef::Text(_)) => None,
+        (TagType::Enum { values }, ValueRef::Text(t)) if values.iter().any(|v| v == t) => None,
+        _ => return false,
+    };
+    if let Some(v) = number
+        && (tag.min.is_some_and(|min| v < min) || tag.max.is_some_and(|max| v > max))
+    {
+        return false;
+    }
+    check_timestamp(s.timestamp_ms, now_ms, settings).is_ok()
 }
 
 fn check_type(tag: &TagType, value: Value, bare: bool, payload: &[u8]) -> Result<Value, Violation> {

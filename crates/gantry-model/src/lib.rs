@@ -15,7 +15,7 @@ pub use path::{
     HierarchyPath, Level, NamespacePath, PathError, TagPath, is_system_topic, system_subtree_of,
     validate_topic_name,
 };
-pub use payload::{PayloadError, Quality, Sample, Value};
+pub use payload::{PayloadError, Quality, Sample, SampleRef, Value, ValueRef};
 pub use plant::{
     ClassRef, DEMO_PLANT_TOML, Equipment, ModelError, ModelErrors, PlantModel, Site, TagSpec,
     TagType,

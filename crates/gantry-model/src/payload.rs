@@ -274,12 +274,48 @@ impl Sample {
     }
 
     /// Parses `bytes` only if they are exactly the canonical encoding that
-    /// [`Sample::to_json_bytes`] writes, without allocating for numbers and
-    /// booleans. `None` means "not canonical" (not necessarily invalid): use
-    /// [`Sample::parse`] then. The broker's contract check takes this fast path
-    /// for the common case of producers that already publish canonical JSON,
-    /// and can then forward the bytes unchanged.
+    /// [`Sample::to_json_bytes`] writes. `None` means "not canonical" (not
+    /// necessarily invalid): use [`Sample::parse`] then.
     pub fn parse_canonical(bytes: &[u8]) -> Option<Sample> {
+        SampleRef::parse_canonical(bytes).map(|s| s.to_sample())
+    }
+
+    /// Like [`Sample::to_json_bytes`], but refuses a non-finite float value
+    /// instead of writing it as a string, for producers that must only
+    /// publish numbers for numeric tags.
+    pub fn try_to_json_bytes(&self) -> Result<Vec<u8>, PayloadError> {
+        match self.value {
+            Value::Float(f) if !f.is_finite() => Err(PayloadError::NonFinite {
+                got: non_finite_name(f),
+            }),
+            _ => Ok(self.to_json_bytes()),
+        }
+    }
+}
+
+/// A value borrowed from a payload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Text(&'a str),
+}
+
+/// A sample borrowed from a canonical payload: checking it allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRef<'a> {
+    pub timestamp_ms: i64,
+    pub value: ValueRef<'a>,
+    pub quality: Quality,
+}
+
+impl<'a> SampleRef<'a> {
+    /// Parses `bytes` only if they are exactly the canonical encoding that
+    /// [`Sample::to_json_bytes`] writes; `None` otherwise. The broker's
+    /// contract check takes this path for producers that already publish
+    /// canonical JSON, and then forwards the bytes unchanged.
+    pub fn parse_canonical(bytes: &'a [u8]) -> Option<SampleRef<'a>> {
         let rest = bytes.strip_prefix(b"{\"timestamp_ms\":")?;
         let end = rest.iter().position(|b| *b == b',')?;
         let timestamp_ms = canonical_int(&rest[..end])?;
@@ -297,22 +333,23 @@ impl Sample {
             }
             None => (Quality::Good, rest),
         };
-        (rest == b"}").then_some(Sample {
+        (rest == b"}").then_some(SampleRef {
             timestamp_ms,
             value,
             quality,
         })
     }
 
-    /// Like [`Sample::to_json_bytes`], but refuses a non-finite float value
-    /// instead of writing it as a string, for producers that must only
-    /// publish numbers for numeric tags.
-    pub fn try_to_json_bytes(&self) -> Result<Vec<u8>, PayloadError> {
-        match self.value {
-            Value::Float(f) if !f.is_finite() => Err(PayloadError::NonFinite {
-                got: non_finite_name(f),
-            }),
-            _ => Ok(self.to_json_bytes()),
+    pub fn to_sample(&self) -> Sample {
+        Sample {
+            timestamp_ms: self.timestamp_ms,
+            value: match self.value {
+                ValueRef::Int(i) => Value::Int(i),
+                ValueRef::Float(f) => Value::Float(f),
+                ValueRef::Bool(b) => Value::Bool(b),
+                ValueRef::Text(t) => Value::Text(t.to_owned()),
+            },
+            quality: self.quality,
         }
     }
 }
@@ -328,10 +365,10 @@ fn canonical_int(b: &[u8]) -> Option<i64> {
 }
 
 /// The canonical value and what follows it.
-fn canonical_scalar(b: &[u8]) -> Option<(Value, &[u8])> {
+fn canonical_scalar(b: &[u8]) -> Option<(ValueRef<'_>, &[u8])> {
     match *b.first()? {
-        b't' => Some((Value::Bool(true), b.strip_prefix(b"true")?)),
-        b'f' => Some((Value::Bool(false), b.strip_prefix(b"false")?)),
+        b't' => Some((ValueRef::Bool(true), b.strip_prefix(b"true")?)),
+        b'f' => Some((ValueRef::Bool(false), b.strip_prefix(b"false")?)),
         b'"' => {
             let body = &b[1..];
             let end = body.iter().position(|c| *c == b'"')?;
@@ -344,7 +381,7 @@ fn canonical_scalar(b: &[u8]) -> Option<(Value, &[u8])> {
             if text == "NaN" || text == "Infinity" || text == "-Infinity" {
                 return None;
             }
-            Some((Value::Text(text.to_owned()), &body[end + 1..]))
+            Some((ValueRef::Text(text), &body[end + 1..]))
         }
         _ => {
             let end = b
@@ -361,9 +398,9 @@ fn canonical_scalar(b: &[u8]) -> Option<(Value, &[u8])> {
                 let n = serde_json::Number::from_f64(f)?;
                 let mut buf = StackText::default();
                 std::fmt::Write::write_fmt(&mut buf, format_args!("{n}")).ok()?;
-                (buf.as_bytes() == number).then_some((Value::Float(f), rest))
+                (buf.as_bytes() == number).then_some((ValueRef::Float(f), rest))
             } else {
-                Some((Value::Int(canonical_int(number)?), rest))
+                Some((ValueRef::Int(canonical_int(number)?), rest))
             }
         }
     }
