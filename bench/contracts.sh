@@ -9,7 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 DURATION=${DURATION:-4}
 PORT=18830
 TOPIC=bench/lab/load/line-1/probe/value
@@ -20,12 +20,13 @@ OUT=bench/results/contracts.md
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release -p gantry -p gantry-loadgen >/dev/null || exit 1
 mkdir -p "$WORK" bench/results
 
-config() { # $1 = true|false
-    cat >"$WORK/gantry.toml" <<CONF
-data_dir = "$WORK/data"
+config() { # $1 = true|false, $2 = port, $3 = dir
+    mkdir -p "$3"
+    cat >"$3/gantry.toml" <<CONF
+data_dir = "$3/data"
 model = "$PWD/bench/contracts-model.toml"
 [mqtt]
-bind = "127.0.0.1:$PORT"
+bind = "127.0.0.1:$2"
 [auth]
 allow_anonymous = true
 [contracts]
@@ -34,47 +35,54 @@ unmodeled = "allow"
 CONF
 }
 
-start() {
-    rm -rf "$WORK/data"
-    GANTRY_LOG=warn taskset -c 0 "$G" run --config "$WORK/gantry.toml" >"$WORK/gantry.log" 2>&1 &
-    PID=$!
+start() { # $1 = dir, $2 = port; prints the pid
+    rm -rf "$1/data"
+    GANTRY_LOG=warn taskset -c 0 "$G" run --config "$1/gantry.toml" >"$1/gantry.log" 2>&1 &
+    local pid=$!
     for _ in $(seq 100); do
-        (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return 0
+        (exec 3<>/dev/tcp/127.0.0.1/"$2") 2>/dev/null && { echo "$pid"; return 0; }
         sleep 0.1
     done
-    echo "gantry did not start; see $WORK/gantry.log" >&2
-    exit 1
+    echo "gantry did not start; see $1/gantry.log" >&2
+    return 1
 }
-
-stop() { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
+# Both brokers run side by side (idle one costs nothing) and the runs
+# alternate on, off, on, off...: drift of a shared machine hits both alike.
+config true "$PORT" "$WORK/on"
+config false "$((PORT + 2))" "$WORK/off"
+PID_ON=$(start "$WORK/on" "$PORT") || exit 1
+PID_OFF=$(start "$WORK/off" "$((PORT + 2))") || { kill "$PID_ON"; exit 1; }
+trap 'kill "$PID_ON" "$PID_OFF" 2>/dev/null' EXIT
+
 declare -A RESULT
-for mode in true false; do
-    config "$mode"
-    start
-    for qos in 0 1; do
-        vals=()
-        for _ in $(seq "$RUNS"); do
-            line=$(taskset -c 1 "$LG" p2p --port "$PORT" --qos "$qos" --payload-format json \
-                --topic "$TOPIC" --duration "$DURATION" --json --pid "$PID") || {
-                echo "loadgen failed (contracts=$mode qos=$qos): $line" >&2; stop; exit 1; }
+for qos in 0 1; do
+    on_vals=(); off_vals=()
+    for _ in $(seq "$RUNS"); do
+        for mode in true false; do
+            if [ "$mode" = true ]; then port=$PORT; pid=$PID_ON; else port=$((PORT + 2)); pid=$PID_OFF; fi
+            line=$(taskset -c 1 "$LG" p2p --port "$port" --qos "$qos" --payload-format json \
+                --topic "$TOPIC" --duration "$DURATION" --json --pid "$pid") || {
+                echo "loadgen failed (contracts=$mode qos=$qos): $line" >&2; exit 1; }
             lost=$(echo "$line" | python3 -c 'import sys,json; print(json.load(sys.stdin)["lost"])')
-            [ "$lost" = 0 ] || { echo "messages lost with contracts=$mode qos=$qos" >&2; stop; exit 1; }
-            vals+=("$(echo "$line" | python3 -c 'import sys,json; print(json.load(sys.stdin)["msgs_per_s"])')")
+            [ "$lost" = 0 ] || { echo "messages lost with contracts=$mode qos=$qos" >&2; exit 1; }
+            rate=$(echo "$line" | python3 -c 'import sys,json; print(json.load(sys.stdin)["msgs_per_s"])')
+            if [ "$mode" = true ]; then on_vals+=("$rate"); else off_vals+=("$rate"); fi
         done
-        RESULT[$mode,$qos]=$(printf '%s\n' "${vals[@]}" | median)
-        echo "contracts=$mode qos=$qos msgs/s: ${vals[*]} (median ${RESULT[$mode,$qos]})"
     done
-    stop
+    RESULT[true,$qos]=$(printf '%s\n' "${on_vals[@]}" | median)
+    RESULT[false,$qos]=$(printf '%s\n' "${off_vals[@]}" | median)
+    echo "qos=$qos on: ${on_vals[*]} | off: ${off_vals[*]}"
 done
 
 {
     echo "# Contract enforcement cost"
     echo
     echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'): $(nproc) cores; broker on core 0, load generator on core 1;"
-    echo "p2p flat out, JSON samples on the modeled tag \`$TOPIC\`, median of $RUNS runs of ${DURATION}s."
+    echo "p2p flat out, JSON samples on the modeled tag \`$TOPIC\`, median of $RUNS runs of ${DURATION}s,"
+    echo "on and off alternating."
     echo
     echo "| QoS | contracts on (msg/s) | contracts off (msg/s) | on/off | cost |"
     echo "|---|---:|---:|---:|---:|"

@@ -317,9 +317,8 @@ impl<'a> SampleRef<'a> {
     /// canonical JSON, and then forwards the bytes unchanged.
     pub fn parse_canonical(bytes: &'a [u8]) -> Option<SampleRef<'a>> {
         let rest = bytes.strip_prefix(b"{\"timestamp_ms\":")?;
-        let end = rest.iter().position(|b| *b == b',')?;
-        let timestamp_ms = canonical_int(&rest[..end])?;
-        let rest = rest[end..].strip_prefix(b",\"value\":")?;
+        let (timestamp_ms, rest) = split_int(rest)?;
+        let rest = rest.strip_prefix(b",\"value\":")?;
         let (value, rest) = canonical_scalar(rest)?;
         let (quality, rest) = match rest.strip_prefix(b",\"quality\":\"") {
             Some(q) => {
@@ -356,12 +355,32 @@ impl<'a> SampleRef<'a> {
 
 /// An integer written as `i64`'s Display writes it (no sign, no leading zeros).
 fn canonical_int(b: &[u8]) -> Option<i64> {
-    let digits = b.strip_prefix(b"-").unwrap_or(b);
-    let first = *digits.first()?;
-    if !digits.iter().all(u8::is_ascii_digit) || (first == b'0' && b.len() > 1) {
+    let (negative, digits) = match b.strip_prefix(b"-") {
+        Some(d) => (true, d),
+        None => (false, b),
+    };
+    if digits.is_empty() || (digits[0] == b'0' && b.len() > 1) {
         return None;
     }
-    std::str::from_utf8(b).ok()?.parse().ok()
+    // Accumulate negatively so that i64::MIN parses too.
+    let mut n: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_sub(i64::from(c - b'0'))?;
+    }
+    if negative { Some(n) } else { n.checked_neg() }
+}
+
+/// Splits a canonical integer off the front of `b` (up to the first byte that
+/// cannot belong to it).
+fn split_int(b: &[u8]) -> Option<(i64, &[u8])> {
+    let end = b
+        .iter()
+        .position(|c| !(c.is_ascii_digit() || *c == b'-'))
+        .unwrap_or(b.len());
+    Some((canonical_int(&b[..end])?, &b[end..]))
 }
 
 /// The canonical value and what follows it.
@@ -371,14 +390,21 @@ fn canonical_scalar(b: &[u8]) -> Option<(ValueRef<'_>, &[u8])> {
         b'f' => Some((ValueRef::Bool(false), b.strip_prefix(b"false")?)),
         b'"' => {
             let body = &b[1..];
-            let end = body.iter().position(|c| *c == b'"')?;
-            let text = &body[..end];
-            // Escapes and control characters take the full parser.
-            if text.iter().any(|c| *c == b'\\' || *c < 0x20) {
-                return None;
+            // One pass: find the closing quote; escapes and control
+            // characters take the full parser.
+            let mut end = None;
+            for (i, &c) in body.iter().enumerate() {
+                if c == b'"' {
+                    end = Some(i);
+                    break;
+                }
+                if c == b'\\' || c < 0x20 {
+                    return None;
+                }
             }
-            let text = std::str::from_utf8(text).ok()?;
-            if text == "NaN" || text == "Infinity" || text == "-Infinity" {
+            let end = end?;
+            let text = std::str::from_utf8(&body[..end]).ok()?;
+            if matches!(text, "NaN" | "Infinity" | "-Infinity") {
                 return None;
             }
             Some((ValueRef::Text(text), &body[end + 1..]))
