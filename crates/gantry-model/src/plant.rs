@@ -18,29 +18,46 @@ use crate::path::{HierarchyPath, NamespacePath, TagPath};
 /// two lines with a filler, capper and labeler each.
 pub const DEMO_PLANT_TOML: &str = include_str!("../../../examples/demo-plant.toml");
 
-/// FNV-1a: the tag index is looked up for every publish the broker checks,
-/// with short keys from a file we wrote ourselves, so a fast non-keyed hash
-/// beats SipHash's flooding resistance here.
+/// A small multiply-rotate hash over 8-byte words: the tag index is looked up
+/// for every publish the broker checks, with short keys from a file we loaded
+/// ourselves, so a fast non-keyed hash beats SipHash's flooding resistance.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct BuildFnv;
+pub struct BuildTopicHasher;
 
-impl std::hash::BuildHasher for BuildFnv {
-    type Hasher = Fnv;
-    fn build_hasher(&self) -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
+impl std::hash::BuildHasher for BuildTopicHasher {
+    type Hasher = TopicHasher;
+    fn build_hasher(&self) -> TopicHasher {
+        TopicHasher(0xcbf2_9ce4_8422_2325)
     }
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct Fnv(u64);
+pub struct TopicHasher(u64);
 
-impl std::hash::Hasher for Fnv {
+impl TopicHasher {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl std::hash::Hasher for TopicHasher {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(word) ^ (rest.len() as u64) << 56);
         }
     }
 }
@@ -206,7 +223,7 @@ pub struct PlantModel {
     sites: Vec<Site>,
     equipment: Vec<Equipment>,
     /// Full tag topic -> (equipment index, tag index).
-    tag_index: HashMap<String, (usize, usize), BuildFnv>,
+    tag_index: HashMap<String, (usize, usize), BuildTopicHasher>,
     /// File name the model was parsed as.
     file: String,
     /// Parallel to `equipment`.
@@ -252,7 +269,7 @@ impl PlantModel {
         file: String,
         locations: Vec<EquipmentLocation>,
     ) -> PlantModel {
-        let mut tag_index = HashMap::with_hasher(BuildFnv);
+        let mut tag_index = HashMap::with_hasher(BuildTopicHasher);
         for (e, equipment) in equipment.iter().enumerate() {
             for (t, tag) in equipment.tags.iter().enumerate() {
                 tag_index.insert(equipment.tag_topic(tag).to_topic(), (e, t));
