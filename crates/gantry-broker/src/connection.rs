@@ -756,20 +756,25 @@ impl Conn {
         }
     }
 
+    /// Ends an outgoing exchange waiting at `stage` (unknown ids are ignored).
+    fn retire(&self, packet_id: u16, stage: Stage) {
+        let mut st = self.session.lock();
+        if let Some(pos) = st
+            .inflight
+            .iter()
+            .position(|i| i.packet_id == packet_id && i.stage == stage)
+            && let Some(e) = st.inflight.remove(pos)
+        {
+            drop(st);
+            self.done(&e.delivery);
+        }
+    }
+
     fn handle(&mut self, packet: Packet, wbuf: &mut BytesMut) -> Option<Exit> {
         match packet {
             Packet::Publish(p) => return self.on_publish(p),
             Packet::PubAck(r) => {
-                let session = self.session.clone();
-                let mut st = session.lock();
-                if let Some(pos) = st
-                    .inflight
-                    .iter()
-                    .position(|i| i.packet_id == r.packet_id && i.stage == Stage::WaitPubAck)
-                    && let Some(e) = st.inflight.remove(pos)
-                {
-                    self.done(&e.delivery);
-                }
+                self.retire(r.packet_id, Stage::WaitPubAck);
             }
             Packet::PubRec(r) => {
                 let session = self.session.clone();
@@ -779,10 +784,9 @@ impl Conn {
                     .iter()
                     .position(|i| i.packet_id == r.packet_id && i.stage == Stage::WaitPubRec);
                 match pos {
-                    Some(pos) if r.reason.is_error() => {
-                        if let Some(e) = st.inflight.remove(pos) {
-                            self.done(&e.delivery);
-                        }
+                    Some(_) if r.reason.is_error() => {
+                        drop(st);
+                        self.retire(r.packet_id, Stage::WaitPubRec);
                     }
                     Some(pos) => {
                         if let Some(e) = st.inflight.get_mut(pos) {
@@ -822,16 +826,7 @@ impl Conn {
                 }
             }
             Packet::PubComp(r) => {
-                let session = self.session.clone();
-                let mut st = session.lock();
-                if let Some(pos) = st
-                    .inflight
-                    .iter()
-                    .position(|i| i.packet_id == r.packet_id && i.stage == Stage::WaitPubComp)
-                    && let Some(e) = st.inflight.remove(pos)
-                {
-                    self.done(&e.delivery);
-                }
+                self.retire(r.packet_id, Stage::WaitPubComp);
             }
             Packet::PubRel(r) => {
                 let had = {

@@ -57,6 +57,19 @@ fn mosquitto_sub(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Writes `config` as `dir/gantry.toml`, runs `gantry run` on it, asserts it
+/// refuses to start and returns what it printed on stderr.
+fn refused_run(dir: &Path, config: &str) -> String {
+    let cfg = dir.join("gantry.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = Command::new(GANTRY)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "gantry run must refuse this config");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn mosquitto_pub(port: u16, args: &[&str]) {
     let status = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
@@ -182,18 +195,10 @@ fn check_accepts_the_demo_model_and_reports_errors_with_positions() {
 #[test]
 fn config_errors_name_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("gantry.toml");
-    std::fs::write(
-        &cfg,
+    let err = refused_run(
+        dir.path(),
         "data_dir = \"d\"\n[mqtt]\nbind = \"127.0.0.1:1883\"\n[limits]\nmax_conections = 5\n",
-    )
-    .unwrap();
-    let out = Command::new(GANTRY)
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(err.contains("gantry.toml:5:"), "{err}");
     assert!(err.contains("max_conections"), "{err}");
 }
@@ -361,22 +366,14 @@ fn demo_dead_letters_a_wrong_value_that_never_reaches_subscribers() {
 fn run_refuses_a_site_model_that_breaks_the_standard() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = dir.path().join("gantry.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let err = refused_run(
+        dir.path(),
+        &format!(
             "data_dir = \"data\"\nmodel = \"{}\"\nstandard = \"{}\"\n[mqtt]\nbind = \"127.0.0.1:{port}\"\n",
             repo_file("examples/sites/houston.toml"),
             repo_file("examples/acme-standard.toml")
         ),
-    )
-    .unwrap();
-    let out = Command::new(GANTRY)
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(err.contains("houston.toml:48:"), "{err}");
     assert!(err.contains("missing required tag \"speed\""), "{err}");
 }
