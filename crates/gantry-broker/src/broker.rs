@@ -535,6 +535,35 @@ impl Broker {
         read(&self.inner.retained).get(topic).cloned()
     }
 
+    /// Replaces the retained state of `current.topic` with `next` (`None`
+    /// clears it) if `current` is still that state: a publish that arrived in
+    /// between wins. Nothing is delivered to subscribers; the change is
+    /// logged like any other retained change. Used when a reloaded plant
+    /// model re-judges the live state. Returns true when it was replaced.
+    pub fn replace_retained(&self, current: &Arc<Message>, next: Option<Arc<Message>>) -> bool {
+        let mut retained = write(&self.inner.retained);
+        let still_current = retained
+            .get(&current.topic)
+            .is_some_and(|m| Arc::ptr_eq(m, current));
+        if !still_current {
+            return false;
+        }
+        let record = match next {
+            Some(msg) if !msg.payload.is_empty() && msg.topic == current.topic => {
+                retained.apply(msg.clone());
+                Record::RetainSet(msg)
+            }
+            _ => {
+                retained.remove(&current.topic);
+                Record::RetainClear(current.topic.clone())
+            }
+        };
+        if !current.topic.starts_with('$') {
+            self.inner.store.append(&record);
+        }
+        true
+    }
+
     /// Retained messages matching `filter`.
     pub fn retained_matching(&self, filter: &str) -> Vec<Arc<Message>> {
         read(&self.inner.retained).matching(filter, now_ms())

@@ -32,6 +32,11 @@ impl RetainedStore {
         }
     }
 
+    /// Deletes the topic's state; true when there was one.
+    pub fn remove(&mut self, topic: &str) -> bool {
+        self.by_topic.remove(topic).is_some()
+    }
+
     pub fn get(&self, topic: &str) -> Option<&Arc<Message>> {
         self.by_topic.get(topic)
     }

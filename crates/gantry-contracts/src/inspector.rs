@@ -209,75 +209,170 @@ fn contract_label(equipment: &Equipment) -> &str {
         .unwrap_or(equipment.path.as_str())
 }
 
-impl PublishInspector for ContractInspector {
-    fn inspect(&self, client: &ClientInfo, msg: &mut Message) -> Verdict {
-        let active = self.active_guard();
-        let found = active
-            .model
-            .as_ref()
-            .and_then(|m| m.tag_for_topic(&msg.topic));
+/// What the model in force says about one message.
+enum Judgement {
+    /// Valid; `Some(bytes)` is the canonical form to forward instead.
+    Valid(Option<Bytes>),
+    /// A `$` or system-subtree topic: not the contracts' business.
+    System,
+    /// Not modeled, and the policy lets it through.
+    UnmodeledAllowed,
+    /// Refused: the rule, the reason string and the MQTT 5 reason code.
+    Refused {
+        rule: Rule,
+        why: String,
+        reason: ReasonCode,
+    },
+}
+
+impl ContractInspector {
+    fn judge(&self, model: Option<&PlantModel>, msg: &Message) -> Judgement {
+        let found = model.and_then(|m| m.tag_for_topic(&msg.topic));
         // A modeled tag is never a system topic (the model's names forbid it),
         // so the system check runs only for the rest.
         let Some((equipment, tag)) = found else {
             if is_system_topic(&msg.topic) {
-                Counters::add(&self.counters.skipped_system);
-                return Verdict::Accept;
+                return Judgement::System;
             }
-            return self.unmodeled(client, msg, active.generation);
+            let policy = self.settings.unmodeled;
+            let reason = match policy {
+                // Flagged by counting only: the message (and its properties)
+                // reaches subscribers exactly as published.
+                UnmodeledPolicy::Allow => return Judgement::UnmodeledAllowed,
+                UnmodeledPolicy::DeadLetter => ReasonCode::SUCCESS,
+                UnmodeledPolicy::Reject => ReasonCode::TOPIC_NAME_INVALID,
+            };
+            return Judgement::Refused {
+                rule: Rule::Unmodeled,
+                why: format!(
+                    "{}: path is not in the plant model (unmodeled policy {policy})",
+                    msg.topic
+                ),
+                reason,
+            };
         };
         if msg.payload.is_empty() && msg.retain {
             // Clearing a tag's retained state is not a sample.
-            Counters::add(&self.counters.accepted);
-            return Verdict::Accept;
+            return Judgement::Valid(None);
         }
         let now = i64::try_from(msg.received_at_ms).unwrap_or(i64::MAX);
         match validate(tag, &msg.payload, now, &self.settings) {
-            Ok(rewritten) => {
-                // Canonical input is forwarded as is; anything else is rewritten.
-                if let Some(sample) = rewritten {
-                    msg.payload = Bytes::from(sample.to_json_bytes());
-                }
-                Counters::add(&self.counters.accepted);
-                Verdict::Accept
-            }
-            Err(v) => {
-                let why = format!(
+            // Canonical input is forwarded as is; anything else is rewritten.
+            Ok(rewritten) => Judgement::Valid(rewritten.map(|s| Bytes::from(s.to_json_bytes()))),
+            Err(v) => Judgement::Refused {
+                rule: v.rule,
+                why: format!(
                     "{}: {} (contract {})",
                     msg.topic,
                     v.message,
                     contract_label(equipment)
-                );
-                self.refuse(
-                    client,
-                    msg,
-                    v.rule,
-                    why,
-                    ReasonCode::PAYLOAD_FORMAT_INVALID,
-                    active.generation,
-                )
+                ),
+                reason: ReasonCode::PAYLOAD_FORMAT_INVALID,
+            },
+        }
+    }
+}
+
+impl PublishInspector for ContractInspector {
+    fn inspect(&self, client: &ClientInfo, msg: &mut Message) -> Verdict {
+        let active = self.active_guard();
+        match self.judge(active.model.as_ref(), msg) {
+            Judgement::Valid(rewritten) => {
+                if let Some(bytes) = rewritten {
+                    msg.payload = bytes;
+                }
+                Counters::add(&self.counters.accepted);
+                Verdict::Accept
+            }
+            Judgement::System => {
+                Counters::add(&self.counters.skipped_system);
+                Verdict::Accept
+            }
+            Judgement::UnmodeledAllowed => {
+                Counters::add(&self.counters.unmodeled_allowed);
+                Verdict::Accept
+            }
+            Judgement::Refused { rule, why, reason } => {
+                self.refuse(client, msg, rule, why, reason, active.generation)
             }
         }
     }
 }
 
+/// What re-judging the retained state after a reload did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetainedRecheck {
+    /// Retained data topics judged against the new model.
+    pub checked: usize,
+    /// Values the new model refuses: moved to the dead-letter subtree and
+    /// removed from the live state.
+    pub dead_lettered: usize,
+    /// Values the new model accepts in another form (e.g. a bare `42` on a
+    /// path that is now a modeled float): rewritten in canonical form.
+    pub rewritten: usize,
+}
+
 impl ContractInspector {
-    fn unmodeled(&self, client: &ClientInfo, msg: &Message, generation: u64) -> Verdict {
-        let policy = self.settings.unmodeled;
-        let reason = match policy {
-            UnmodeledPolicy::Allow => {
-                // Flagged by counting only: the message (and its properties)
-                // reaches subscribers exactly as published.
-                Counters::add(&self.counters.unmodeled_allowed);
-                return Verdict::Accept;
+    /// Judges every retained data value against the model in force, so that
+    /// the live state never holds a value the current contracts refuse: a
+    /// refused value leaves the live state and goes to the dead-letter
+    /// subtree with its reason (nothing is silently dropped); a value that
+    /// is valid in another form is rewritten in canonical form. Subscribers
+    /// are not sent anything for the live paths. Run after a reload.
+    pub fn recheck_retained(&self, broker: &Broker) -> RetainedRecheck {
+        let active = self.current();
+        let mut outcome = RetainedRecheck::default();
+        for msg in broker.retained_matching("#") {
+            let judgement = self.judge(active.model.as_ref(), &msg);
+            if matches!(judgement, Judgement::System) {
+                continue;
             }
-            UnmodeledPolicy::DeadLetter => ReasonCode::SUCCESS,
-            UnmodeledPolicy::Reject => ReasonCode::TOPIC_NAME_INVALID,
-        };
-        let why = format!(
-            "{}: path is not in the plant model (unmodeled policy {policy})",
-            msg.topic
-        );
-        self.refuse(client, msg, Rule::Unmodeled, why, reason, generation)
+            outcome.checked += 1;
+            match judgement {
+                Judgement::Valid(Some(bytes)) => {
+                    let mut next = (*msg).clone();
+                    next.payload = bytes;
+                    if broker.replace_retained(&msg, Some(Arc::new(next))) {
+                        outcome.rewritten += 1;
+                    }
+                }
+                Judgement::Refused { rule, why, .. } => {
+                    if !broker.replace_retained(&msg, None) {
+                        continue; // A newer publish replaced it meanwhile.
+                    }
+                    outcome.dead_lettered += 1;
+                    let publisher = msg.publisher.as_deref().unwrap_or("unknown");
+                    let why = format!(
+                        "{why}; retained value removed from the live state when model generation {} came into force",
+                        active.generation
+                    );
+                    let client = ClientInfo {
+                        client_id: Arc::from(publisher),
+                        username: None,
+                        peer: None,
+                        transport: "internal",
+                    };
+                    if let Verdict::Reject {
+                        dead_letter: Some(dl),
+                        ..
+                    } = self.refuse(
+                        &client,
+                        &msg,
+                        rule,
+                        why,
+                        ReasonCode::SUCCESS,
+                        active.generation,
+                    ) {
+                        let mut dead =
+                            Message::new(&dl.topic, &dl.payload, QoS::AtLeastOnce, dl.retain);
+                        dead.publisher = Some(Arc::from("gantry-contracts"));
+                        broker.route(Arc::new(dead));
+                    }
+                }
+                Judgement::Valid(None) | Judgement::UnmodeledAllowed | Judgement::System => {}
+            }
+        }
+        outcome
     }
 }
 

@@ -14,7 +14,7 @@ mod inspector;
 mod stats;
 pub mod validate;
 
-pub use inspector::{ContractInspector, STATS_TOPIC};
+pub use inspector::{ContractInspector, RetainedRecheck, STATS_TOPIC};
 pub use stats::StatsSnapshot;
 pub use validate::{ContractSettings, Rule, UnmodeledPolicy, Violation, validate, validate_sample};
 

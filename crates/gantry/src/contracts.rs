@@ -63,7 +63,7 @@ impl Contracts {
     /// next publish, on failure every error is logged and nothing changes.
     pub fn reload(&self, broker: &Broker) {
         match &self.model_file {
-            Some(path) => reload_from(&self.inspector, path, self.standard_file.as_deref()),
+            Some(path) => reload_from(&self.inspector, broker, path, self.standard_file.as_deref()),
             None => tracing::warn!("SIGHUP: no model file is configured; nothing to reload"),
         }
         self.inspector.publish_stats(broker);
@@ -86,7 +86,12 @@ pub fn load_site(model: &Path, standard: Option<&Path>) -> Result<PlantModel, Ve
     Ok(site)
 }
 
-fn reload_from(inspector: &ContractInspector, path: &Path, standard: Option<&Path>) {
+fn reload_from(
+    inspector: &ContractInspector,
+    broker: &Broker,
+    path: &Path,
+    standard: Option<&Path>,
+) {
     match load_site(path, standard) {
         Ok(model) => {
             let tags = model.tag_count();
@@ -96,6 +101,20 @@ fn reload_from(inspector: &ContractInspector, path: &Path, standard: Option<&Pat
                 tags,
                 "plant model reloaded from {}",
                 path.display()
+            );
+            let recheck = inspector.recheck_retained(broker);
+            if recheck.dead_lettered > 0 {
+                tracing::warn!(
+                    generation,
+                    "{} retained value(s) break the new model: removed from the live state and moved to the dead-letter subtree",
+                    recheck.dead_lettered
+                );
+            }
+            tracing::info!(
+                checked = recheck.checked,
+                rewritten = recheck.rewritten,
+                dead_lettered = recheck.dead_lettered,
+                "retained state re-judged against generation {generation}"
             );
         }
         Err(errors) => {

@@ -445,3 +445,72 @@ fn reload_refuses_a_model_that_breaks_the_standard_and_keeps_the_old_one() {
     );
     assert!(now.contains("\"value\":600.5"), "{now}");
 }
+
+#[test]
+fn reload_moves_retained_values_the_new_model_refuses_to_the_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let model_v1 = r#"
+enterprise = "acme"
+[[site]]
+name = "dallas"
+[[equipment]]
+path = "acme/dallas/packaging/line-1/filler"
+[equipment.tags.speed]
+type = "float"
+min = 0.0
+max = 1200.0
+[equipment.tags.state]
+type = "enum"
+values = ["running", "idle"]
+"#;
+    let model = dir.path().join("plant.toml");
+    std::fs::write(&model, model_v1).unwrap();
+    let cfg = dir.path().join("gantry.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"data\"\nmodel = \"plant.toml\"\n[mqtt]\nbind = \"127.0.0.1:{port}\"\n[auth]\nallow_anonymous = true\n[sys]\ninterval_secs = 1\n"
+        ),
+    )
+    .unwrap();
+    let g = spawn(&["run", "--config", cfg.to_str().unwrap()]);
+    wait_for_port(port);
+    let speed = "acme/dallas/packaging/line-1/filler/speed";
+    let state = "acme/dallas/packaging/line-1/filler/state";
+    mosquitto_pub(port, &["-t", speed, "-m", "1000", "-r", "-q", "1"]);
+    mosquitto_pub(port, &["-t", state, "-m", "idle", "-r", "-q", "1"]);
+    // The new model narrows the range: the retained 1000 breaks it.
+    std::fs::write(&model, model_v1.replace("max = 1200.0", "max = 900.0")).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &g.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut stats = String::new();
+    for _ in 0..20 {
+        stats = mosquitto_sub(port, &["-t", "$SYS/broker/contracts", "-C", "1", "-W", "3"]);
+        if stats.contains("\"model_generation\":2") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        stats.contains("\"model_generation\":2"),
+        "reloaded: {stats}"
+    );
+    // The live state no longer holds the refused value...
+    let live = mosquitto_sub(port, &["-t", speed, "-C", "1", "-W", "2"]);
+    assert_eq!(live, "", "no retained speed after the reload");
+    // ...which waits, with its reason, in the dead-letter subtree.
+    let dead = mosquitto_sub(
+        port,
+        &["-t", &format!("acme/_dlq/{speed}"), "-C", "1", "-W", "3"],
+    );
+    assert!(dead.contains("above max 900.0"), "{dead}");
+    assert!(dead.contains("model generation 2"), "{dead}");
+    assert!(dead.contains("\"rule\":\"range\""), "{dead}");
+    // A value the new model still accepts stays.
+    let kept = mosquitto_sub(port, &["-t", state, "-C", "1", "-W", "3"]);
+    assert!(kept.contains("\"value\":\"idle\""), "{kept}");
+}
