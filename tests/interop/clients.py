@@ -91,7 +91,8 @@ class Client:
     def __init__(self, broker, client_id: str | None = None, version: int = V5,
                  clean: bool = True, session_expiry: int | None = None,
                  transport: str = "tcp", manual_ack: bool = False, keepalive: int = 30,
-                 port: int | None = None, connect_props: dict | None = None):
+                 port: int | None = None, connect_props: dict | None = None,
+                 username: str | None = None, password: str | bytes | None = None):
         self.broker = broker
         self.version = version
         self.clean = clean
@@ -109,6 +110,8 @@ class Client:
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=version, transport=transport, manual_ack=manual_ack,
                              reconnect_on_failure=False, **kw)
+        if username is not None or password is not None:
+            self.c.username_pw_set(username, password)
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
         self.c.on_subscribe = self._on_subscribe

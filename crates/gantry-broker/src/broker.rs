@@ -77,6 +77,7 @@ pub(crate) struct Inner {
     retained: RwLock<RetainedStore>,
     next_session_id: AtomicU64,
     pub connections: AtomicUsize,
+    pub connect_limiter: crate::rate::ConnectLimiter,
     pub shutdown: watch::Sender<bool>,
     started: Instant,
 }
@@ -118,6 +119,7 @@ impl Broker {
                 retained: RwLock::new(RetainedStore::default()),
                 next_session_id: AtomicU64::new(1),
                 connections: AtomicUsize::new(0),
+                connect_limiter: crate::rate::ConnectLimiter::default(),
                 shutdown,
                 started,
             }),
@@ -366,10 +368,21 @@ impl Broker {
     }
 
     /// Runs the inspectors on a message. Rejected messages go to their dead
-    /// letter topic, if the inspector named one.
-    pub(crate) fn inspect(&self, client: &ClientInfo, msg: &mut Message) -> Verdict {
+    /// letter topic, if the inspector named one. `Ok` carries the gates the
+    /// publisher's acknowledgement must wait for; `Err` the rejection.
+    pub(crate) fn inspect(
+        &self,
+        client: &ClientInfo,
+        msg: &mut Message,
+    ) -> Result<Vec<AckGate>, Verdict> {
+        let mut gates = Vec::new();
         for inspector in &self.inner.hooks.inspectors {
-            if let v @ Verdict::Reject { .. } = inspector.inspect(client, msg) {
+            let verdict = inspector.inspect(client, msg);
+            if let Verdict::AcceptAfter(gate) = verdict {
+                gates.push(gate);
+                continue;
+            }
+            if let v @ Verdict::Reject { .. } = verdict {
                 Stats::add(&self.inner.stats.publishes_rejected, 1);
                 if let Verdict::Reject {
                     dead_letter: Some(dl),
@@ -381,10 +394,10 @@ impl Broker {
                     dead.publisher = Some(client.client_id.clone());
                     self.route(Arc::new(dead));
                 }
-                return v;
+                return Err(v);
             }
         }
-        Verdict::Accept
+        Ok(gates)
     }
 
     /// Routes an accepted message: updates the retained state, queues it for
@@ -488,6 +501,7 @@ impl Broker {
         let client = ClientInfo {
             client_id: Arc::from(source),
             username: None,
+            identity: None,
             peer: None,
             transport: "internal",
         };
@@ -501,14 +515,20 @@ impl Broker {
             received_at_ms: now_ms(),
             publisher: Some(client.client_id.clone()),
         };
-        if let Verdict::Reject { reason_string, .. } = self.inspect(&client, &mut msg) {
-            return Err(PublishError::Rejected {
-                topic: topic.to_owned(),
-                reason: reason_string,
-            });
-        }
+        let gates = match self.inspect(&client, &mut msg) {
+            Ok(gates) => gates,
+            Err(Verdict::Reject { reason_string, .. }) => {
+                return Err(PublishError::Rejected {
+                    topic: topic.to_owned(),
+                    reason: reason_string,
+                });
+            }
+            Err(_) => Vec::new(),
+        };
         Stats::add(&self.inner.stats.messages_received, 1);
-        Ok(self.route(Arc::new(msg)))
+        let mut routed = self.route(Arc::new(msg));
+        routed.gates.extend(gates);
+        Ok(routed)
     }
 
     /// A client's session: its subscriptions (raw filter, options, subscription
@@ -580,6 +600,8 @@ impl Broker {
             messages_sent: Stats::get(&s.messages_sent),
             messages_dropped: Stats::get(&s.messages_dropped),
             publishes_rejected: Stats::get(&s.publishes_rejected),
+            clients_throttled: Stats::get(&s.clients_throttled),
+            connections_rate_limited: Stats::get(&s.connections_rate_limited),
             bytes_received: Stats::get(&s.bytes_received),
             bytes_sent: Stats::get(&s.bytes_sent),
             retained: read(&self.inner.retained).len() as u64,

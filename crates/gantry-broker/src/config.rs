@@ -1,9 +1,11 @@
-//! Broker settings: listeners, limits and durability, with defaults that suit a
-//! plant-floor server. Deserialized from the `[mqtt]`, `[websocket]`, `[limits]`
-//! and `[durability]` tables of the Gantry config file.
+//! Broker settings: listeners, TLS, limits and durability, with defaults that
+//! suit a plant-floor server. Built from the `[mqtt]`, `[websocket]`, `[mqtts]`,
+//! `[wss]`, `[tls]`, `[limits]` and `[durability]` tables of the Gantry config
+//! file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -16,6 +18,14 @@ pub struct BrokerConfig {
     pub mqtt_bind: Option<SocketAddr>,
     /// MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`).
     pub websocket_bind: Option<SocketAddr>,
+    /// MQTT over TLS (usually port 8883); needs `tls`.
+    pub mqtts_bind: Option<SocketAddr>,
+    /// MQTT over secure WebSocket (`wss://`, path `/mqtt`); needs `tls`.
+    pub wss_bind: Option<SocketAddr>,
+    /// The TLS server configuration of the `mqtts` and `wss` listeners:
+    /// certificate chain, key and, for mutual TLS, the client certificate
+    /// verifier. Build it with the *ring* provider.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub limits: Limits,
     pub durability: Durability,
     /// How often `$SYS/broker/...` statistics are published.
@@ -28,6 +38,9 @@ impl BrokerConfig {
             data_dir: data_dir.into(),
             mqtt_bind: None,
             websocket_bind: None,
+            mqtts_bind: None,
+            wss_bind: None,
+            tls: None,
             limits: Limits::default(),
             durability: Durability::default(),
             sys_interval: Duration::from_secs(5),
@@ -58,6 +71,28 @@ pub struct Limits {
     pub max_keep_alive: u16,
     /// Seconds a new connection may take to send CONNECT.
     pub connect_timeout_secs: u64,
+    /// PUBLISH packets per second one client may send; 0: no limit. One
+    /// second's worth may come in a burst.
+    pub max_publish_rate: u64,
+    /// Payload bytes per second one client may publish; 0: no limit.
+    pub max_publish_bytes_rate: u64,
+    /// New connections per second from one address; 0: no limit. Further
+    /// attempts get CONNACK 0x9F (connection rate exceeded).
+    pub max_connect_rate_per_address: u64,
+    /// What happens to a client over its publish limits.
+    pub rate_limit_action: RateLimitAction,
+}
+
+/// What the broker does with a client publishing faster than its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateLimitAction {
+    /// Stop reading from the client until it is back within its limits
+    /// (TCP back-pressure slows it; nothing is lost, no one else waits).
+    #[default]
+    Slow,
+    /// Disconnect it (5.0: DISCONNECT 0x96, message rate too high).
+    Disconnect,
 }
 
 impl Default for Limits {
@@ -71,6 +106,10 @@ impl Default for Limits {
             topic_alias_maximum: 256,
             max_keep_alive: 0,
             connect_timeout_secs: 10,
+            max_publish_rate: 0,
+            max_publish_bytes_rate: 0,
+            max_connect_rate_per_address: 0,
+            rate_limit_action: RateLimitAction::Slow,
         }
     }
 }

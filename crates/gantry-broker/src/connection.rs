@@ -5,7 +5,6 @@
 //! will message.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,9 +21,10 @@ use std::task::Poll;
 use tokio::time::timeout;
 
 use crate::broker::Broker;
-use crate::config::Limits;
-use crate::hooks::{AuthDecision, ClientInfo, ConnectRequest, Verdict};
+use crate::config::{Limits, RateLimitAction};
+use crate::hooks::{AuthDecision, ClientInfo, ConnectRequest, Peer, Verdict};
 use crate::message::{Message, now_ms};
+use crate::rate::PublishLimiter;
 use crate::session::{ConnSignal, Delivery, Inflight, Session, Stage, wake};
 use crate::stats::Stats;
 use crate::store::{AckGate, Record};
@@ -88,19 +88,18 @@ struct Conn {
     inbound_inflight: usize,
     will: Option<Box<LastWill>>,
     problem_info: bool,
+    /// Per-client publish limits (`None`: unlimited, the default).
+    limiter: Option<Box<PublishLimiter>>,
+    /// While set (broker clock, ms), the client is over its limits and its
+    /// socket is not read.
+    paused_until_ms: u64,
 }
 
 /// Serves one accepted connection until it closes.
-pub(crate) async fn serve<S: Transport>(
-    broker: Broker,
-    stream: S,
-    peer: Option<SocketAddr>,
-    transport: &'static str,
-) {
+pub(crate) async fn serve<S: Transport>(broker: Broker, stream: S, peer: Peer) {
     // The handshake runs boxed: its state is freed once the client is in,
     // instead of enlarging every idle connection's task for its lifetime.
-    let Some((conn, rbuf, wbuf)) = Box::pin(handshake(&broker, &stream, peer, transport)).await
-    else {
+    let Some((conn, rbuf, wbuf)) = Box::pin(handshake(&broker, &stream, &peer)).await else {
         return;
     };
     broker.inner.connections.fetch_add(1, Ordering::AcqRel);
@@ -119,9 +118,9 @@ pub(crate) async fn serve<S: Transport>(
 async fn handshake<S: Transport>(
     broker: &Broker,
     stream: &S,
-    peer: Option<SocketAddr>,
-    transport: &'static str,
+    from: &Peer,
 ) -> Option<(Conn, BytesMut, BytesMut)> {
+    let (peer, transport) = (from.addr, from.transport);
     let limits = &broker.config().limits;
     let mut rbuf = BytesMut::with_capacity(MIN_READ);
     let connect_wait = Duration::from_secs(limits.connect_timeout_secs);
@@ -159,7 +158,7 @@ async fn handshake<S: Transport>(
     };
     let version = connect.version;
     let mut wbuf = BytesMut::new();
-    match accept(broker, *connect, peer, transport, limits).await {
+    match accept(broker, *connect, from, limits).await {
         Ok((conn, connack)) => {
             encode(&Packet::ConnAck(connack), version, &mut wbuf);
             tracing::debug!(client_id = %conn.info.client_id, ?peer, transport, ?version, "client connected");
@@ -215,10 +214,10 @@ fn refuse(reason: ReasonCode) -> ConnAck {
 async fn accept(
     broker: &Broker,
     c: Connect,
-    peer: Option<SocketAddr>,
-    transport: &'static str,
+    from: &Peer,
     limits: &Limits,
 ) -> Result<(Conn, ConnAck), (ConnAck, String)> {
+    let (peer, transport) = (from.addr, from.transport);
     let v5 = c.version == ProtocolVersion::V5;
     if c.properties.authentication_method.is_some() {
         return Err((
@@ -246,6 +245,22 @@ async fn accept(
     } else {
         Arc::from(c.client_id.as_str())
     };
+    if let Some(ip) = peer.map(|p| p.ip())
+        && !broker.inner.connect_limiter.allow(
+            ip,
+            limits.max_connect_rate_per_address,
+            broker.clock_ms(),
+        )
+    {
+        Stats::add(&broker.inner.stats.connections_rate_limited, 1);
+        return Err((
+            refuse(ReasonCode::CONNECTION_RATE_EXCEEDED),
+            format!(
+                "more than {} connections per second from {ip}",
+                limits.max_connect_rate_per_address
+            ),
+        ));
+    }
     if broker.inner.connections.load(Ordering::Acquire) >= limits.max_connections {
         return Err((
             refuse(ReasonCode::SERVER_BUSY),
@@ -258,19 +273,23 @@ async fn accept(
         password: c.password.clone(),
         peer,
         transport,
+        client_cert: from.client_cert.clone(),
     };
-    if let AuthDecision::Deny(reason, why) = broker
+    let identity = match broker
         .inner
         .hooks
         .authenticator
         .authenticate(&request)
         .await
     {
-        return Err((refuse(reason), why));
-    }
+        AuthDecision::Deny(reason, why) => return Err((refuse(reason), why)),
+        AuthDecision::Allow => None,
+        AuthDecision::Authenticated(identity) => Some(identity),
+    };
     let info = ClientInfo {
         client_id: client_id.clone(),
         username: c.username.as_deref().map(Arc::from),
+        identity,
         peer,
         transport,
     };
@@ -390,6 +409,13 @@ async fn accept(
         inbound_inflight: 0,
         will: c.will.map(Box::new),
         problem_info: c.properties.request_problem_information != Some(0),
+        limiter: PublishLimiter::new(
+            limits.max_publish_rate,
+            limits.max_publish_bytes_rate,
+            broker.clock_ms(),
+        )
+        .map(Box::new),
+        paused_until_ms: 0,
     };
     Ok((conn, connack))
 }
@@ -405,6 +431,13 @@ async fn run<T: Transport>(mut conn: Conn, stream: &T, mut rbuf: BytesMut, mut w
     }
 
     let exit = 'conn: loop {
+        // Back within its limits: handle what it sent meanwhile first.
+        if conn.paused_until_ms != 0 && broker.clock_ms() >= conn.paused_until_ms {
+            conn.paused_until_ms = 0;
+            if let Some(exit) = conn.drain(&mut rbuf, &mut wbuf) {
+                break 'conn exit;
+            }
+        }
         conn.flush_acks(&mut wbuf);
         if wbuf.len() < WRITE_HIGH_WATER {
             conn.pump(&mut wbuf);
@@ -413,13 +446,23 @@ async fn run<T: Transport>(mut conn: Conn, stream: &T, mut rbuf: BytesMut, mut w
         let mut durable = conn
             .pending_gate()
             .map(|mut g| Box::pin(async move { g.wait().await }));
+        // Boxed too: only a throttled client holds a timer.
+        let paused = conn.paused_until_ms != 0;
+        let mut resume = paused.then(|| {
+            let wait = conn.paused_until_ms.saturating_sub(broker.clock_ms());
+            Box::pin(tokio::time::sleep(Duration::from_millis(wait.max(1))))
+        });
         // One poll over readiness kept in the socket, the signal and the gate,
         // so a waiting connection holds no timers or waiter nodes.
         let event = poll_fn(|cx| {
             if let Poll::Ready(flags) = signal.poll_wake(cx) {
                 return Poll::Ready(Event::Woken(flags));
             }
-            if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+            if let Some(r) = resume.as_mut() {
+                if r.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Resume);
+                }
+            } else if let Poll::Ready(r) = stream.poll_read_ready(cx) {
                 return Poll::Ready(Event::Readable(r));
             }
             if !wbuf.is_empty()
@@ -436,7 +479,7 @@ async fn run<T: Transport>(mut conn: Conn, stream: &T, mut rbuf: BytesMut, mut w
         })
         .await;
         match event {
-            Event::Durable => {}
+            Event::Durable | Event::Resume => {}
             Event::Woken(flags) => {
                 if flags & wake::TAKEN_OVER != 0 {
                     break 'conn Exit::TakenOver;
@@ -473,27 +516,8 @@ async fn run<T: Transport>(mut conn: Conn, stream: &T, mut rbuf: BytesMut, mut w
                         } else {
                             read_size
                         };
-                        loop {
-                            match decode(
-                                &mut rbuf,
-                                Some(conn.version),
-                                broker.config().limits.max_packet_size,
-                            ) {
-                                Ok(Some(packet)) => {
-                                    if let Some(exit) = conn.handle(packet, &mut wbuf) {
-                                        break 'conn exit;
-                                    }
-                                }
-                                Ok(None) => break,
-                                Err(e) => {
-                                    Stats::add(&stats.protocol_errors, 1);
-                                    break 'conn Exit::Error(e.reason_code(), e.to_string());
-                                }
-                            }
-                        }
-                        // An idle client holds no read buffer between packets.
-                        if rbuf.is_empty() {
-                            rbuf = BytesMut::new();
+                        if let Some(exit) = conn.drain(&mut rbuf, &mut wbuf) {
+                            break 'conn exit;
                         }
                     }
                 }
@@ -517,6 +541,8 @@ async fn run<T: Transport>(mut conn: Conn, stream: &T, mut rbuf: BytesMut, mut w
 enum Event {
     /// Acknowledgements waiting for durability may now go out.
     Durable,
+    /// A throttled client may be read again.
+    Resume,
     Woken(u8),
     Readable(std::io::Result<()>),
     Writable(std::io::Result<()>),
@@ -529,6 +555,61 @@ impl crate::broker::Inner {
 }
 
 impl Conn {
+    /// Decodes and handles every complete packet in `rbuf`, stopping early
+    /// if the client went over its publish limits (the rest waits in
+    /// `rbuf` until it is back within them).
+    fn drain(&mut self, rbuf: &mut BytesMut, wbuf: &mut BytesMut) -> Option<Exit> {
+        let max_packet = self.broker.config().limits.max_packet_size;
+        while self.paused_until_ms == 0 {
+            match decode(rbuf, Some(self.version), max_packet) {
+                Ok(Some(packet)) => {
+                    if let Some(exit) = self.handle(packet, wbuf) {
+                        return Some(exit);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    Stats::add(&self.broker.inner.stats.protocol_errors, 1);
+                    return Some(Exit::Error(e.reason_code(), e.to_string()));
+                }
+            }
+        }
+        // An idle client holds no read buffer between packets.
+        if rbuf.is_empty() {
+            *rbuf = BytesMut::new();
+        }
+        None
+    }
+
+    /// Charges one PUBLISH to the client's limits; over them, the client is
+    /// paused or (per config) disconnected.
+    fn charge_publish(&mut self, bytes: usize) -> Option<Exit> {
+        let limiter = self.limiter.as_mut()?;
+        let now = self.broker.clock_ms();
+        let wait = limiter.charge(bytes as u64, now);
+        if wait == 0 {
+            return None;
+        }
+        let limits = &self.broker.config().limits;
+        match limits.rate_limit_action {
+            RateLimitAction::Slow => {
+                if self.paused_until_ms == 0 {
+                    Stats::add(&self.broker.inner.stats.clients_throttled, 1);
+                    tracing::debug!(client_id = %self.info.client_id, wait_ms = wait, "over its publish limits: slowed down");
+                }
+                self.paused_until_ms = now + wait;
+                None
+            }
+            RateLimitAction::Disconnect => Some(Exit::Error(
+                ReasonCode::MESSAGE_RATE_TOO_HIGH,
+                format!(
+                    "publishing faster than allowed ({} messages/s, {} bytes/s)",
+                    limits.max_publish_rate, limits.max_publish_bytes_rate
+                ),
+            )),
+        }
+    }
+
     fn v5(&self) -> bool {
         self.version == ProtocolVersion::V5
     }
@@ -933,7 +1014,8 @@ impl Conn {
         } else {
             ReasonCode::SUCCESS
         };
-        let properties = if reason.is_error() {
+        // A success can carry a reason string too (e.g. "held for approval").
+        let properties = if reason.is_error() || !why.is_empty() {
             self.reason_props(why)
         } else {
             Properties::default()
@@ -971,6 +1053,9 @@ impl Conn {
     }
 
     fn on_publish(&mut self, p: gantry_codec::Publish) -> Option<Exit> {
+        if let Some(exit) = self.charge_publish(p.payload.len()) {
+            return Some(exit);
+        }
         let gantry_codec::Publish {
             qos,
             retain,
@@ -1083,18 +1168,25 @@ impl Conn {
             received_at_ms: now,
             publisher: Some(self.info.client_id.clone()),
         };
-        if let Verdict::Reject {
-            reason,
-            reason_string,
-            ..
-        } = self.broker.inspect(&self.info, &mut msg)
-        {
-            tracing::debug!(client_id = %self.info.client_id, topic = %msg.topic, %reason, "publish rejected: {reason_string}");
-            self.ack_publish(qos, packet_id, reason, &reason_string, Vec::new());
-            return None;
-        }
+        let gates = match self.broker.inspect(&self.info, &mut msg) {
+            Ok(gates) => gates,
+            Err(rejected) => {
+                let (reason, reason_string) = match rejected {
+                    Verdict::Reject {
+                        reason,
+                        reason_string,
+                        ..
+                    } => (reason, reason_string),
+                    _ => (ReasonCode::UNSPECIFIED_ERROR, String::new()),
+                };
+                tracing::debug!(client_id = %self.info.client_id, topic = %msg.topic, %reason, "publish rejected: {reason_string}");
+                self.ack_publish(qos, packet_id, reason, &reason_string, Vec::new());
+                return None;
+            }
+        };
         Stats::add(&self.broker.inner.stats.messages_received, 1);
-        let routed = self.broker.route(Arc::new(msg));
+        let mut routed = self.broker.route(Arc::new(msg));
+        routed.gates.extend(gates);
         let reason = if routed.matched == 0 && self.v5() {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         } else {
@@ -1325,7 +1417,7 @@ fn schedule_will(
 ) {
     let publish = move |broker: &Broker| {
         let mut msg = will_message(&client, will);
-        if let Verdict::Accept = broker.inspect(&client, &mut msg) {
+        if broker.inspect(&client, &mut msg).is_ok() {
             Stats::add(&broker.inner.stats.messages_received, 1);
             broker.route(Arc::new(msg));
         }
@@ -1372,7 +1464,7 @@ mod tests {
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
             let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let serve = super::serve(broker.clone(), stream, None, "tcp");
+            let serve = super::serve(broker.clone(), stream, super::Peer::new(None, "tcp"));
             let size = future_size(&serve);
             // Debug builds lay futures out less tightly than release builds.
             let budget = if cfg!(debug_assertions) { 1400 } else { 1024 };

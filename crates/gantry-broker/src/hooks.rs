@@ -19,9 +19,40 @@ use crate::store::AckGate;
 pub struct ClientInfo {
     pub client_id: Arc<str>,
     pub username: Option<Arc<str>>,
+    /// The identity the authenticator established (by password or client
+    /// certificate); `None` for anonymous clients and in-process sources.
+    pub identity: Option<Arc<str>>,
     pub peer: Option<SocketAddr>,
-    /// "tcp", "websocket" or "internal" for in-process sources.
+    /// "tcp", "tls", "websocket", "wss" or "internal" for in-process sources.
     pub transport: &'static str,
+}
+
+/// The verified certificate a client presented during a mutual-TLS handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The subject's common name, if the certificate has one.
+    pub common_name: Option<String>,
+    /// SHA-256 of the DER certificate, lowercase hex.
+    pub sha256: String,
+}
+
+/// Where a connection comes from: address, transport and, over mutual TLS,
+/// the client's verified certificate.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: Option<SocketAddr>,
+    pub transport: &'static str,
+    pub client_cert: Option<Arc<ClientCert>>,
+}
+
+impl Peer {
+    pub fn new(addr: Option<SocketAddr>, transport: &'static str) -> Self {
+        Self {
+            addr,
+            transport,
+            client_cert: None,
+        }
+    }
 }
 
 /// What a connecting client presents.
@@ -32,11 +63,16 @@ pub struct ConnectRequest {
     pub password: Option<Bytes>,
     pub peer: Option<SocketAddr>,
     pub transport: &'static str,
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuthDecision {
+    /// Admit the client without an identity (anonymous access).
     Allow,
+    /// Admit the client as this identity; the authorizer sees it in
+    /// [`ClientInfo::identity`].
+    Authenticated(Arc<str>),
     /// Refuse with this reason code (CONNACK) and a log message.
     Deny(ReasonCode, String),
 }
@@ -66,6 +102,9 @@ pub struct DeadLetter {
 pub enum Verdict {
     /// Route the (possibly modified) message.
     Accept,
+    /// Route it, but hold the publisher's acknowledgement until the gate
+    /// opens (e.g. until the audit record of a write command is durable).
+    AcceptAfter(AckGate),
     /// Do not route it; answer with `reason` (5.0) and publish `dead_letter`.
     Reject {
         reason: ReasonCode,

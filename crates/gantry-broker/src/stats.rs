@@ -13,6 +13,10 @@ pub struct Stats {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Times a client went over its publish limits and was slowed down.
+    pub clients_throttled: AtomicU64,
+    /// Connections refused for the connection rate of their address.
+    pub connections_rate_limited: AtomicU64,
 }
 
 impl Stats {
@@ -41,4 +45,6 @@ pub struct StatsSnapshot {
     pub retained: u64,
     pub subscriptions: u64,
     pub protocol_errors: u64,
+    pub clients_throttled: u64,
+    pub connections_rate_limited: u64,
 }

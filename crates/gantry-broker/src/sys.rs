@@ -29,7 +29,7 @@ impl Broker {
     fn publish_sys(&self) {
         self.purge_expired_retained();
         let s = self.stats();
-        let values: [(&str, String); 14] = [
+        let values: [(&str, String); 16] = [
             ("version", format!("gantry {}", env!("CARGO_PKG_VERSION"))),
             ("uptime", format!("{} seconds", s.uptime_secs)),
             ("clients/connected", s.clients_connected.to_string()),
@@ -39,6 +39,11 @@ impl Broker {
             ("messages/sent", s.messages_sent.to_string()),
             ("messages/dropped", s.messages_dropped.to_string()),
             ("messages/rejected", s.publishes_rejected.to_string()),
+            ("clients/throttled", s.clients_throttled.to_string()),
+            (
+                "clients/rate-limited",
+                s.connections_rate_limited.to_string(),
+            ),
             ("bytes/received", s.bytes_received.to_string()),
             ("bytes/sent", s.bytes_sent.to_string()),
             ("retained messages/count", s.retained.to_string()),

@@ -349,6 +349,7 @@ impl ContractInspector {
                     let client = ClientInfo {
                         client_id: Arc::from(publisher),
                         username: None,
+                        identity: None,
                         peer: None,
                         transport: "internal",
                     };

@@ -18,5 +18,5 @@ pub use path::{
 pub use payload::{PayloadError, Quality, Sample, SampleRef, Value, ValueRef};
 pub use plant::{
     ClassRef, DEMO_PLANT_TOML, Equipment, ModelError, ModelErrors, PlantModel, Site, TagSpec,
-    TagType,
+    TagType, WritePolicy,
 };

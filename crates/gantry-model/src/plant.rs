@@ -123,6 +123,20 @@ pub struct TagSpec {
     pub description: Option<String>,
     /// A site-specific tag outside the equipment's class (`extension = true`).
     pub extension: bool,
+    /// Writes to the machine allowed for this tag (`write = { ... }` in the
+    /// site model); `None`: read-only, the default for every tag.
+    pub write: Option<WritePolicy>,
+}
+
+/// How a tag may be written back to its machine (the tag's entry in the
+/// site's write allow-list).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WritePolicy {
+    /// At most this many accepted writes per rolling minute.
+    pub max_per_minute: Option<u32>,
+    /// A second person (another identity with `command` permission) must
+    /// approve each write before it reaches the machine.
+    pub two_person: bool,
 }
 
 /// One `[[equipment]]`: a hierarchy node that owns tags.

@@ -20,8 +20,17 @@ pub struct GantryConfig {
     /// Enterprise standard the model must conform to (checked at start and
     /// on every reload), relative to the config file.
     pub standard: Option<PathBuf>,
+    /// Plain MQTT over TCP (insecure: opt-in, logged as such).
     pub mqtt: Option<ListenerConfig>,
+    /// Plain MQTT over WebSocket (insecure: opt-in, logged as such).
     pub websocket: Option<ListenerConfig>,
+    /// The server certificate and key of the TLS listeners, and the CA of
+    /// client certificates (mutual TLS).
+    pub tls: Option<TlsConfig>,
+    /// MQTT over TLS (8883); needs `[tls]`.
+    pub mqtts: Option<ListenerConfig>,
+    /// MQTT over secure WebSocket (`wss://HOST:PORT/mqtt`); needs `[tls]`.
+    pub wss: Option<ListenerConfig>,
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
@@ -84,6 +93,22 @@ impl ContractsConfig {
     }
 }
 
+/// `[tls]`: PEM files, relative to the config file's directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain (server certificate first).
+    pub cert: PathBuf,
+    /// The server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates client certificates must be issued by; enables mutual
+    /// TLS (a client certificate's common name is its identity).
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a valid certificate at the handshake.
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
@@ -93,9 +118,80 @@ pub struct ListenerConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Accept clients without credentials. Off unless set: Gantry denies by default.
+    /// Shorthand for trials: anonymous clients may publish and subscribe
+    /// everywhere and read `$SYS`. Off unless set; logged as insecure.
     #[serde(default)]
     pub allow_anonymous: bool,
+    /// Anonymous access limited to named subtrees.
+    pub anonymous: Option<AnonymousConfig>,
+}
+
+/// `[auth.anonymous]`: what clients without credentials may do, and where.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousConfig {
+    /// MQTT filters naming the subtrees, e.g. `["acme/dallas/public/#"]`.
+    pub subtrees: Vec<SubtreeSetting>,
+    /// `"subscribe"` (the default) and/or `"publish"`.
+    #[serde(default = "subscribe_only")]
+    pub actions: Vec<AnonymousAction>,
+    /// Only from loopback addresses.
+    #[serde(default)]
+    pub loopback_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnonymousAction {
+    Publish,
+    Subscribe,
+}
+
+fn subscribe_only() -> Vec<AnonymousAction> {
+    vec![AnonymousAction::Subscribe]
+}
+
+/// An ACL pattern, checked while the config is parsed (so a bad one is
+/// reported with its line).
+#[derive(Debug, Clone)]
+pub struct SubtreeSetting(pub gantry_security::AclPattern);
+
+impl<'de> Deserialize<'de> for SubtreeSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        gantry_security::AclPattern::parse(&text)
+            .map(SubtreeSetting)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl AuthConfig {
+    /// What anonymous clients may do under this config.
+    pub fn anonymous_access(&self) -> gantry_security::AnonymousAccess {
+        use gantry_security::{Action, Permission};
+        let mut access = gantry_security::AnonymousAccess::default();
+        if self.allow_anonymous {
+            access.permissions = ["publish:#", "subscribe:#", "subscribe:$SYS/#"]
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+        }
+        if let Some(anonymous) = &self.anonymous {
+            access.loopback_only = anonymous.loopback_only;
+            for subtree in &anonymous.subtrees {
+                for action in &anonymous.actions {
+                    access.permissions.push(Permission {
+                        action: match action {
+                            AnonymousAction::Publish => Action::Publish,
+                            AnonymousAction::Subscribe => Action::Subscribe,
+                        },
+                        pattern: subtree.0.clone(),
+                    });
+                }
+            }
+        }
+        access
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +268,16 @@ impl GantryConfig {
         {
             config.standard = Some(base.join(standard));
         }
+        if let Some(tls) = &mut config.tls {
+            for path in [&mut tls.cert, &mut tls.key]
+                .into_iter()
+                .chain(tls.client_ca.as_mut())
+            {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+        }
         Ok(config)
     }
 
@@ -191,6 +297,8 @@ impl GantryConfig {
         let mut b = BrokerConfig::new(&self.data_dir);
         b.mqtt_bind = self.mqtt.as_ref().map(|l| l.bind);
         b.websocket_bind = self.websocket.as_ref().map(|l| l.bind);
+        b.mqtts_bind = self.mqtts.as_ref().map(|l| l.bind);
+        b.wss_bind = self.wss.as_ref().map(|l| l.bind);
         b.limits = self.limits.clone();
         b.durability = self.durability.clone();
         b.sys_interval = std::time::Duration::from_secs(self.sys.interval_secs.max(1));

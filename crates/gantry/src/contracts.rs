@@ -11,6 +11,7 @@ use gantry_broker::hooks::PublishInspector;
 use gantry_contracts::{ContractInspector, ContractSettings, STATS_TOPIC};
 use gantry_model::PlantModel;
 use gantry_model::standard::Standard;
+use gantry_security::writeback::WriteGate;
 
 /// The inspector, and the model file that SIGHUP re-reads (if any).
 #[derive(Clone)]
@@ -19,6 +20,8 @@ pub struct Contracts {
     pub model_file: Option<PathBuf>,
     /// The standard the model must conform to, re-read on reload too.
     pub standard_file: Option<PathBuf>,
+    /// The write-back gate, whose allow-list comes from the same model.
+    pub write_gate: Option<Arc<WriteGate>>,
 }
 
 impl Contracts {
@@ -31,6 +34,7 @@ impl Contracts {
             inspector: Arc::new(ContractInspector::new(model, settings)),
             model_file: file,
             standard_file: None,
+            write_gate: None,
         }
     }
 
@@ -63,7 +67,13 @@ impl Contracts {
     /// next publish, on failure every error is logged and nothing changes.
     pub fn reload(&self, broker: &Broker) {
         match &self.model_file {
-            Some(path) => reload_from(&self.inspector, broker, path, self.standard_file.as_deref()),
+            Some(path) => reload_from(
+                &self.inspector,
+                self.write_gate.as_deref(),
+                broker,
+                path,
+                self.standard_file.as_deref(),
+            ),
             None => tracing::warn!("SIGHUP: no model file is configured; nothing to reload"),
         }
         self.inspector.publish_stats(broker);
@@ -88,6 +98,7 @@ pub fn load_site(model: &Path, standard: Option<&Path>) -> Result<PlantModel, Ve
 
 fn reload_from(
     inspector: &ContractInspector,
+    write_gate: Option<&WriteGate>,
     broker: &Broker,
     path: &Path,
     standard: Option<&Path>,
@@ -95,6 +106,9 @@ fn reload_from(
     match load_site(path, standard) {
         Ok(model) => {
             let tags = model.tag_count();
+            if let Some(gate) = write_gate {
+                gate.reload(Some(model.clone()));
+            }
             let generation = inspector.reload(Some(model));
             tracing::info!(
                 generation,

@@ -1,11 +1,14 @@
 //! The `gantry` command: run a plant's Unified Namespace from a config file,
 //! run the demo plant, or check a plant model.
 
-mod auth;
+mod admin_cmd;
+mod audit_cmd;
+mod cert;
 mod check;
 mod config;
 mod contracts;
 mod sources;
+mod tls_config;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -15,13 +18,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gantry_broker::hooks::Hooks;
+use gantry_broker::hooks::{Hooks, PublishInspector};
 use gantry_broker::{Broker, BrokerConfig};
 use gantry_connectors::{Simulator, SimulatorConfig, Source};
 use gantry_contracts::{ContractSettings, UnmodeledPolicy};
 use gantry_model::PlantModel;
 
-use crate::auth::AnonymousPolicy;
+use gantry_security::audit::{AuditLog, AuditOptions};
+use gantry_security::service::Security;
+use gantry_security::writeback::WriteGate;
+use gantry_security::{AnonymousAccess, SecurityStore};
+
 use crate::config::GantryConfig;
 use crate::contracts::Contracts;
 
@@ -59,6 +66,23 @@ enum Command {
     /// Check site models (optionally against an enterprise standard), or
     /// compare two versions of a standard with --compat.
     Check(check::CheckArgs),
+    /// Create a local CA and server and client certificates for TLS trials.
+    Cert(cert::CertArgs),
+    /// Manage identities: people, services and devices that may connect.
+    User {
+        #[command(subcommand)]
+        cmd: admin_cmd::UserCommand,
+    },
+    /// Manage roles: named permissions on namespace patterns.
+    Role {
+        #[command(subcommand)]
+        cmd: admin_cmd::RoleCommand,
+    },
+    /// Check, show and export the tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: audit_cmd::AuditCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +90,10 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Check(args) => return check::run(&args),
+        Command::Cert(args) => return exit_code(cert::run(&args).map(|()| ExitCode::SUCCESS)),
+        Command::User { cmd } => return exit_code(admin_cmd::run_user(&cmd)),
+        Command::Role { cmd } => return exit_code(admin_cmd::run_role(&cmd)),
+        Command::Audit { cmd } => return exit_code(audit_cmd::run_command(&cmd)),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(&config))),
         Command::Demo {
             data_dir,
@@ -83,9 +111,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints an error the way every subcommand does.
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("gantry: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rustls warns about every client's harmless protocol quirks (an IP
+    // address sent as SNI, as Mosquitto's clients do); Gantry logs each failed
+    // handshake itself. `GANTRY_LOG=rustls=debug` still shows them.
+    if !std::env::var("GANTRY_LOG").is_ok_and(|v| v.contains("rustls"))
+        && let Ok(quiet) = "rustls=error".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -127,19 +171,18 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
         }
         None => None,
     };
-    if config.mqtt.is_none() && config.websocket.is_none() {
+    if config.mqtt.is_none()
+        && config.websocket.is_none()
+        && config.mqtts.is_none()
+        && config.wss.is_none()
+    {
         anyhow::bail!(
-            "{}: no listener configured: add [mqtt] bind = \"127.0.0.1:1883\"",
+            "{}: no listener configured: add [tls] and [mqtts] bind = \"0.0.0.0:8883\" (or, insecure, [mqtt] bind = \"127.0.0.1:1883\")",
             path.display()
         );
     }
-    if config.auth.allow_anonymous {
-        tracing::warn!("anonymous clients are allowed ([auth] allow_anonymous = true)");
-    } else {
-        tracing::warn!(
-            "anonymous access is disabled and no identities are configured yet: every client will be refused"
-        );
-    }
+    let tls = tls_config::from_config(&config, path)?;
+    let security = open_security(&config.data_dir, config.auth.anonymous_access())?;
     let simulating = config.simulator.as_ref().is_some_and(|s| s.enabled);
     let contracts = config.contracts.enabled.then(|| {
         // Without a model the simulator plays the demo plant, so that is the
@@ -159,18 +202,36 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
         c.standard_file.clone_from(&config.standard);
         c
     });
+    // Writes to machines are gated by the same model's write allow-list.
+    let gated_model = match (&model, simulating) {
+        (Some(m), _) => Some(m.clone()),
+        (None, true) => Some(PlantModel::demo()),
+        (None, false) => None,
+    };
+    let write_gate = Arc::new(WriteGate::new(
+        gated_model,
+        config.contracts.settings(),
+        security.audit().cloned(),
+    ));
+    let contracts = contracts.map(|mut c| {
+        c.write_gate = Some(write_gate.clone());
+        c
+    });
+    let mut inspectors: Vec<Arc<dyn PublishInspector>> =
+        contracts.iter().map(Contracts::as_inspector).collect();
+    inspectors.push(write_gate);
     let hooks = Hooks {
-        authenticator: Arc::new(AnonymousPolicy {
-            allow_anonymous: config.auth.allow_anonymous,
-            loopback_only: false,
-        }),
-        inspectors: contracts.iter().map(Contracts::as_inspector).collect(),
+        authenticator: security.clone(),
+        authorizer: security.clone(),
+        inspectors,
         ..Hooks::default()
     };
-    let broker_config = config.broker_config();
+    let mut broker_config = config.broker_config();
+    broker_config.tls = tls;
     let sys_interval = broker_config.sys_interval;
     let (broker, bound) = start(broker_config, hooks).await?;
     log_listeners(&bound);
+    warn_plain_listeners(&bound);
     if let Some(c) = &contracts {
         c.start(&broker, sys_interval);
     }
@@ -187,6 +248,52 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     wait_for_shutdown(&broker, contracts.as_ref()).await
 }
 
+/// Opens the audit log and the security file of `data_dir` and says at start
+/// who can get in.
+fn open_security(
+    data_dir: &std::path::Path,
+    anonymous: AnonymousAccess,
+) -> anyhow::Result<Arc<Security>> {
+    let audit_dir = data_dir.join("audit");
+    let audit = AuditLog::open(&audit_dir, AuditOptions::default())
+        .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
+    let store = SecurityStore::in_data_dir(data_dir);
+    let security = Security::open(store.clone(), anonymous.clone(), Some(audit))
+        .context("cannot load identities and roles")?;
+    let identities = security.policy().identity_count();
+    if anonymous.enabled() {
+        let grants: Vec<String> = anonymous
+            .permissions
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        tracing::warn!(
+            "anonymous clients are allowed{}: {} (insecure outside trials)",
+            if anonymous.loopback_only {
+                " from 127.0.0.1 only"
+            } else {
+                ""
+            },
+            grants.join(", ")
+        );
+    }
+    if identities == 0 && !anonymous.enabled() {
+        tracing::warn!(
+            "no identities in {} and anonymous access is off: every client is refused until one is created with `gantry user add`",
+            store.path().display()
+        );
+    } else {
+        tracing::info!(
+            identities,
+            "identities and roles loaded from {}",
+            store.path().display()
+        );
+    }
+    let security = Arc::new(security);
+    security.spawn_refresher(Duration::from_secs(1));
+    Ok(security)
+}
+
 fn spawn_simulator(broker: &Broker, config: SimulatorConfig) {
     sources::spawn_source(broker.clone(), move || {
         let sim = Simulator::new(config.clone()).context("invalid simulator configuration")?;
@@ -200,6 +307,26 @@ fn log_listeners(bound: &gantry_broker::BoundAddrs) {
     }
     if let Some(a) = bound.websocket {
         tracing::info!("MQTT over WebSocket listening on ws://{a}/mqtt");
+    }
+    if let Some(a) = bound.mqtts {
+        tracing::info!("MQTT over TLS listening on {a}");
+    }
+    if let Some(a) = bound.wss {
+        tracing::info!("MQTT over secure WebSocket listening on wss://{a}/mqtt");
+    }
+}
+
+/// Plain listeners are opt-in; each one is named as insecure at start.
+fn warn_plain_listeners(bound: &gantry_broker::BoundAddrs) {
+    if let Some(a) = bound.mqtt {
+        tracing::warn!(
+            "plain MQTT listener on {a} is insecure (no TLS); configure [tls] and [mqtts]"
+        );
+    }
+    if let Some(a) = bound.websocket {
+        tracing::warn!(
+            "plain WebSocket listener on {a} is insecure (no TLS); configure [tls] and [wss]"
+        );
     }
 }
 
@@ -216,12 +343,25 @@ async fn demo(data_dir: PathBuf, mqtt_port: u16, ws_port: u16, seed: u64) -> any
         },
         None,
     );
-    let hooks = Hooks {
-        authenticator: Arc::new(AnonymousPolicy {
-            allow_anonymous: true,
+    let security = open_security(
+        &data_dir,
+        AnonymousAccess {
+            permissions: ["publish:#", "subscribe:#", "subscribe:$SYS/#"]
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
             loopback_only: true,
-        }),
-        inspectors: vec![contracts.as_inspector()],
+        },
+    )?;
+    let write_gate = Arc::new(WriteGate::new(
+        Some(model.clone()),
+        contracts.inspector.settings().clone(),
+        security.audit().cloned(),
+    ));
+    let hooks = Hooks {
+        authenticator: security.clone(),
+        authorizer: security.clone(),
+        inspectors: vec![contracts.as_inspector(), write_gate],
         ..Hooks::default()
     };
     tracing::warn!(

@@ -231,6 +231,60 @@ fn default_deny_refuses_anonymous_clients() {
     assert!(!out.status.success(), "anonymous publish must be refused");
     let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(err.contains("not authori"), "{err}");
+
+    // The running broker lets an identity in once it is created.
+    let mut add = Command::new(GANTRY)
+        .args([
+            "user",
+            "add",
+            "otto",
+            "--role",
+            "ot-engineer",
+            "--password-stdin",
+        ])
+        .args(["--config", cfg.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = add.stdin.take().unwrap();
+        stdin.write_all(b"correct-horse-battery\n").unwrap();
+    }
+    let added = add.wait_with_output().unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let publish_as = |password: &str| {
+        Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "a",
+                "-m",
+                "x",
+            ])
+            .args(["-u", "otto", "-P", password])
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = publish_as("correct-horse-battery");
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new identity never got in");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!publish_as("wrong-password-x").status.success());
 }
 
 #[test]

@@ -45,6 +45,7 @@ fn client() -> ClientInfo {
     ClientInfo {
         client_id: Arc::from("press-7"),
         username: None,
+        identity: None,
         peer: None,
         transport: "tcp",
     }

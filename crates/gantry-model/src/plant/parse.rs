@@ -12,6 +12,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::{ModelError, ModelErrors, line_col};
 use super::{
     ClassRef, Equipment, EquipmentLocation, PlantModel, Site, TagLocation, TagSpec, TagType,
+    WritePolicy,
 };
 use crate::name::{NameError, Segment, validate_segment};
 use crate::path::{HierarchyPath, MAX_HIERARCHY_DEPTH, MAX_TAG_DEPTH, TagPath};
@@ -31,7 +32,9 @@ const SITE_TAG_FIELDS: &[&str] = &[
     "max",
     "description",
     "extension",
+    "write",
 ];
+const WRITE_FIELDS: &[&str] = &["max_per_minute", "approval"];
 pub(crate) const TAG_TYPES: &[&str] = &["float", "int", "bool", "string", "enum"];
 const MIN_EQUIPMENT_DEPTH: usize = 2;
 
@@ -675,8 +678,10 @@ impl<'s> Checker<'s> {
             let path = TagPath::parse(name).ok();
             let extension = self.boolean(spec, "extension", &join(&field, "extension"));
             let tag = self.tag_spec(spec, value.span().start, &field, path, SITE_TAG_FIELDS);
+            let write = self.write_policy(spec, &join(&field, "write"));
             if let Some(mut tag) = tag {
                 tag.extension = extension.unwrap_or(false);
+                tag.write = write;
                 details.push(self.tag_location(spec, &field, key_span.start));
                 tags.push(tag);
                 locations.push((field, key_span.start));
@@ -698,6 +703,61 @@ impl<'s> Checker<'s> {
             max: at("max"),
             extension: at("extension"),
         }
+    }
+
+    /// A tag's `write` field: `true`, or a table with `max_per_minute` and
+    /// `approval = "none" | "two-person"`. Absent or `false`: read-only.
+    fn write_policy(&mut self, spec: &DeTable<'_>, field: &str) -> Option<WritePolicy> {
+        let item = spec.get("write")?;
+        let table = match item.get_ref() {
+            DeValue::Boolean(true) => return Some(WritePolicy::default()),
+            DeValue::Boolean(false) => return None,
+            DeValue::Table(t) => t,
+            other => {
+                self.error(
+                    item.span().start,
+                    field,
+                    format!("must be true, false or a table, got {}", other.type_str()),
+                    Some("write = { max_per_minute = 6, approval = \"two-person\" }".to_owned()),
+                );
+                return None;
+            }
+        };
+        self.unknown_fields(table, field, WRITE_FIELDS);
+        let rate_field = join(field, "max_per_minute");
+        let max_per_minute = match self.number(table, "max_per_minute", &rate_field) {
+            Some((n, _)) if n >= 1.0 && n.fract() == 0.0 && n <= f64::from(u32::MAX) => {
+                Some(n as u32)
+            }
+            Some((n, at)) => {
+                self.error(
+                    at,
+                    &rate_field,
+                    format!("must be a whole number of at least 1, got {n}"),
+                    None,
+                );
+                None
+            }
+            None => None,
+        };
+        let approval_field = join(field, "approval");
+        let two_person = match self.string(table, "approval", &approval_field) {
+            None | Some(("none", _)) => false,
+            Some(("two-person", _)) => true,
+            Some((other, span)) => {
+                self.error(
+                    span.start,
+                    &approval_field,
+                    format!("unknown approval \"{other}\""),
+                    Some("\"none\" or \"two-person\"".to_owned()),
+                );
+                false
+            }
+        };
+        Some(WritePolicy {
+            max_per_minute,
+            two_person,
+        })
     }
 
     /// An optional boolean field; reports a wrong type.
@@ -858,6 +918,7 @@ impl<'s> Checker<'s> {
             max: max.map(|(m, _)| m),
             description,
             extension: false,
+            write: None,
         })
     }
 

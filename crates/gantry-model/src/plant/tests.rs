@@ -712,3 +712,72 @@ fn deeply_nested_input_is_an_error_not_a_crash() {
     let src = format!("enterprise = \"acme\"\nx = {}", "{a=".repeat(50_000));
     assert!(PlantModel::parse(&src, "deep.toml").is_err());
 }
+
+#[test]
+fn write_allow_list_is_per_tag_and_off_by_default() {
+    let src = with_header(
+        r#"[[equipment]]
+path = "acme/dallas/packaging/line-1/filler"
+[equipment.tags.speed]
+type = "float"
+[equipment.tags.setpoint]
+type = "float"
+min = 0.0
+max = 1200.0
+write = { max_per_minute = 6, approval = "two-person" }
+[equipment.tags.reset]
+type = "bool"
+write = true
+"#,
+    );
+    let model = PlantModel::parse(&src, "plant.toml").unwrap();
+    let tag = |name: &str| {
+        model
+            .tag_for_topic(&format!("acme/dallas/packaging/line-1/filler/{name}"))
+            .unwrap()
+            .1
+            .write
+            .clone()
+    };
+    assert_eq!(tag("speed"), None);
+    assert_eq!(
+        tag("setpoint"),
+        Some(WritePolicy {
+            max_per_minute: Some(6),
+            two_person: true
+        })
+    );
+    assert_eq!(tag("reset"), Some(WritePolicy::default()));
+}
+
+#[test]
+fn bad_write_policies_are_reported_with_their_position() {
+    let src = with_header(
+        r#"[[equipment]]
+path = "acme/dallas/packaging/line-1/filler"
+[equipment.tags.setpoint]
+type = "float"
+write = { max_per_minute = 0, approval = "boss", when = "always" }
+[equipment.tags.reset]
+type = "bool"
+write = "yes"
+"#,
+    );
+    let errors = errors(&src);
+    let got = summary(&errors);
+    let fields: Vec<&str> = got.iter().map(|e| e.2).collect();
+    assert!(
+        fields.contains(&"equipment[0].tags.setpoint.write.max_per_minute"),
+        "{got:?}"
+    );
+    assert!(
+        fields.contains(&"equipment[0].tags.setpoint.write.approval"),
+        "{got:?}"
+    );
+    assert!(
+        fields.contains(&"equipment[0].tags.setpoint.write.when"),
+        "{got:?}"
+    );
+    assert!(fields.contains(&"equipment[0].tags.reset.write"), "{got:?}");
+    assert!(got.iter().all(|e| e.0 == 8 || e.0 == 11), "{got:?}");
+}
