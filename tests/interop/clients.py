@@ -92,7 +92,8 @@ class Client:
                  clean: bool = True, session_expiry: int | None = None,
                  transport: str = "tcp", manual_ack: bool = False, keepalive: int = 30,
                  port: int | None = None, connect_props: dict | None = None,
-                 username: str | None = None, password: str | bytes | None = None):
+                 username: str | None = None, password: str | bytes | None = None,
+                 tls_ca: str | None = None):
         self.broker = broker
         self.version = version
         self.clean = clean
@@ -112,6 +113,8 @@ class Client:
                              reconnect_on_failure=False, **kw)
         if username is not None or password is not None:
             self.c.username_pw_set(username, password)
+        if tls_ca is not None:
+            self.c.tls_set(ca_certs=tls_ca)
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
         self.c.on_subscribe = self._on_subscribe

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from brokers import Broker, BrokerError, gantry_bin
+from brokers import HOST, Broker, BrokerError, free_port, gantry_bin, port_open
 from clients import V5, V311, Client, ConnectFailed, ClientFactory, uniq, wait_until
 
 pytestmark = pytest.mark.gantry_only("identities, roles and the audit log are Gantry features")
@@ -95,10 +95,29 @@ type = "float"
 
 class SecureBroker(Broker):
     """`gantry run` with no anonymous access, a small plant model (the
-    filler's speed is writable) and identities made by the CLI."""
+    filler's speed is writable), identities made by the CLI, and besides the
+    plain listener an MQTT-over-TLS one with certificates from `gantry cert`."""
 
-    def __init__(self, workdir: Path, extra: str = ""):
-        super().__init__("gantry", workdir, gantry_extra=extra)
+    def __init__(self, workdir: Path, limits: dict | None = None):
+        workdir = Path(workdir)
+        self.certs = workdir / "certs"
+        for args in (["ca"], ["server", "--ca", str(self.certs)]):
+            r = gantry("cert", *args, "--out", str(self.certs))
+            assert r.returncode == 0, r.stderr
+        self.tls_port = free_port()
+        extra = "\n".join([
+            "[tls]",
+            f'cert = "{self.certs / "server.pem"}"',
+            f'key = "{self.certs / "server-key.pem"}"',
+            "",
+            "[mqtts]",
+            f'bind = "{HOST}:{self.tls_port}"',
+        ])
+        super().__init__("gantry", workdir, limits=limits, gantry_extra=extra)
+
+    @property
+    def ca(self) -> str:
+        return str(self.certs / "ca.pem")
 
     def _write_config(self) -> Path:
         path = super()._write_config()
@@ -123,6 +142,8 @@ def secure(tmp_path, request):
         b.add_user(name, role)
     try:
         b.start()
+        if not wait_until(lambda: port_open(b.tls_port), 10):
+            raise BrokerError("the TLS listener did not open:\n" + b.log_tail())
     except BrokerError as e:
         pytest.fail(str(e), pytrace=False)
     factory = ClientFactory(b)
@@ -134,7 +155,11 @@ def secure(tmp_path, request):
         print(f"\n----- {b} log tail (exit code {code}) -----\n{b.log_tail(80)}")
 
 
-def login(clients: ClientFactory, name: str, version: int = V5, **kw) -> Client:
+def login(clients: ClientFactory, name: str, version: int = V5, tls: bool = False,
+          **kw) -> Client:
+    if tls:
+        b = clients.broker
+        kw.update(port=b.tls_port, tls_ca=b.ca)
     return clients(version=version, username=name, password=password_of(name),
                    client_id=uniq(name), **kw)
 
@@ -188,15 +213,17 @@ def test_mosquitto_clients_log_in_with_a_password(secure):
     assert "bad user name or password" in (refused.stderr + refused.stdout).lower(), refused.stderr
 
 
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
 @pytest.mark.parametrize("version", [V5, V311])
 @pytest.mark.parametrize("name", list(ROLES))
-def test_builtin_role_acl_matrix(secure, name, version):
-    """Each built-in role can do exactly what its description says."""
+def test_builtin_role_acl_matrix(secure, name, version, transport):
+    """Each built-in role can do exactly what its description says, over
+    plain TCP and over TLS."""
     _, clients = secure
     can_publish, can_subscribe, can_sys, can_command, can_other = MATRIX[ROLES[name]]
     watcher = login(clients, "ada")
     assert watcher.subscribe("acme/#", 1) == [1]
-    me = login(clients, name, version)
+    me = login(clients, name, version, tls=transport == "tls")
 
     def published(topic: str, value: float) -> bool:
         me.publish(topic, repr(value).encode(), qos=1)
@@ -217,6 +244,9 @@ def test_builtin_role_acl_matrix(secure, name, version):
     denied = NOT_AUTHORIZED if version == V5 else V311_SUBACK_FAILURE
     assert me.subscribe(f"{EQUIPMENT}/#", 1) == ([1] if can_subscribe else [denied]), f"{name}: subscribe"
     assert me.subscribe("$SYS/broker/uptime", 0) == ([0] if can_sys else [denied]), f"{name}: $SYS"
+    # A shared subscription needs the permission of the filter it shares.
+    shared = f"$share/g-{name}/{EQUIPMENT}/#"
+    assert me.subscribe(shared, 1) == ([1] if can_subscribe else [denied]), f"{name}: shared"
 
 
 def test_denied_publish_gets_0x87_with_a_reason_in_v5(secure):
@@ -385,3 +415,94 @@ def test_two_person_writes_wait_for_a_second_identity(secure):
     assert ("write-requested", "otto") in writes
     assert ("write-refused", "otto") in writes
     assert ("write-approved", "ada") in writes
+
+
+# --- per-client limits ---------------------------------------------------------
+
+MESSAGE_RATE_TOO_HIGH = 0x96
+CONNECTION_RATE_EXCEEDED = 0x9F
+
+
+@pytest.fixture
+def limited(tmp_path, request):
+    """factory(limits) -> (broker, clients) with otto and ada."""
+    started = []
+
+    def make(limits: dict):
+        b = SecureBroker(tmp_path / f"limited{len(started)}", limits=limits)
+        b.add_user("otto", "ot-engineer")
+        b.add_user("ada", "admin")
+        started.append(b)
+        try:
+            b.start()
+        except BrokerError as e:
+            pytest.fail(str(e), pytrace=False)
+        f = ClientFactory(b)
+        started.append(f)
+        return b, f
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for x in reversed(started):
+        if isinstance(x, ClientFactory):
+            x.close_all()
+        else:
+            code = x.stop()
+            if failed is not None and failed.failed:
+                print(f"\n----- {x} log tail (exit code {code}) -----\n{x.log_tail(60)}")
+
+
+def test_a_flooding_client_is_slowed_without_loss_and_others_are_not(limited):
+    _, clients = limited({"max_publish_rate": 20})
+    watcher = login(clients, "ada")
+    assert watcher.subscribe("acme/#", 1) == [1]
+    flood = login(clients, "otto")
+    for i in range(100):
+        flood.publish("acme/flood", str(i).encode(), qos=0, wait=False)
+    # 100 messages at 20/s take about four seconds to get through; a quiet
+    # client's message meanwhile is not held behind them.
+    quiet = login(clients, "ada")
+    quiet.publish("acme/quiet", b"hello", qos=1)
+    assert wait_until(lambda: any(m.topic == "acme/quiet" for m in watcher.received))
+    flooded_before = sum(1 for m in watcher.received if m.topic == "acme/flood")
+    assert flooded_before < 100, "the flood was not slowed at all"
+    # Slowed, not dropped: every message arrives, in order.
+    assert wait_until(lambda: sum(1 for m in watcher.received if m.topic == "acme/flood") == 100,
+                      timeout=30)
+    got = [int(m.payload) for m in watcher.received if m.topic == "acme/flood"]
+    assert got == list(range(100))
+    sys_sub = login(clients, "ada")
+    sys_sub.subscribe("$SYS/broker/clients/throttled", 0)
+    # Retained at the last $SYS update, then refreshed every interval.
+    assert wait_until(lambda: any(int(m.payload) >= 1 for m in sys_sub.received), timeout=15)
+
+
+def test_a_flooding_client_can_be_disconnected_instead(limited):
+    _, clients = limited({"max_publish_rate": 5, "rate_limit_action": '"disconnect"'})
+    flood = login(clients, "otto")
+    bystander = login(clients, "ada")
+    for i in range(50):
+        if flood.disconnected.is_set():
+            break
+        flood.publish("acme/flood", str(i).encode(), qos=0, wait=False)
+    assert flood.disconnected.wait(10)
+    assert flood.disconnect_rc == MESSAGE_RATE_TOO_HIGH
+    # Nobody else is affected.
+    assert bystander.subscribe("acme/x", 1) == [1]
+    bystander.publish("acme/x", b"still here", qos=1)
+    assert bystander.expect().payload == b"still here"
+
+
+def test_connection_rate_is_limited_per_address(limited):
+    _, clients = limited({"max_connect_rate_per_address": 3})
+    codes = []
+    for _ in range(6):
+        r = clients.raw(version=5)
+        try:
+            codes.append(r.connect(client_id=uniq("burst")).rc)
+        finally:
+            r.close()
+    # The first three are judged (and refused: no credentials), the rest of
+    # the burst is turned away before authentication.
+    assert codes[:3] == [NOT_AUTHORIZED] * 3, codes
+    assert CONNECTION_RATE_EXCEEDED in codes[3:], codes

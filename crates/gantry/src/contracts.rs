@@ -11,6 +11,7 @@ use gantry_broker::hooks::PublishInspector;
 use gantry_contracts::{ContractInspector, ContractSettings, STATS_TOPIC};
 use gantry_model::PlantModel;
 use gantry_model::standard::Standard;
+use gantry_security::audit::{Actor, AuditEvent, AuditLog, Category};
 use gantry_security::writeback::WriteGate;
 
 /// The inspector, and the model file that SIGHUP re-reads (if any).
@@ -22,6 +23,8 @@ pub struct Contracts {
     pub standard_file: Option<PathBuf>,
     /// The write-back gate, whose allow-list comes from the same model.
     pub write_gate: Option<Arc<WriteGate>>,
+    /// Where reloads (a configuration change) are recorded.
+    pub audit: Option<AuditLog>,
 }
 
 impl Contracts {
@@ -35,6 +38,7 @@ impl Contracts {
             model_file: file,
             standard_file: None,
             write_gate: None,
+            audit: None,
         }
     }
 
@@ -67,13 +71,7 @@ impl Contracts {
     /// next publish, on failure every error is logged and nothing changes.
     pub fn reload(&self, broker: &Broker) {
         match &self.model_file {
-            Some(path) => reload_from(
-                &self.inspector,
-                self.write_gate.as_deref(),
-                broker,
-                path,
-                self.standard_file.as_deref(),
-            ),
+            Some(path) => self.reload_from(broker, path),
             None => tracing::warn!("SIGHUP: no model file is configured; nothing to reload"),
         }
         self.inspector.publish_stats(broker);
@@ -96,52 +94,71 @@ pub fn load_site(model: &Path, standard: Option<&Path>) -> Result<PlantModel, Ve
     Ok(site)
 }
 
-fn reload_from(
-    inspector: &ContractInspector,
-    write_gate: Option<&WriteGate>,
-    broker: &Broker,
-    path: &Path,
-    standard: Option<&Path>,
-) {
-    match load_site(path, standard) {
-        Ok(model) => {
-            let tags = model.tag_count();
-            if let Some(gate) = write_gate {
-                gate.reload(Some(model.clone()));
-            }
-            let generation = inspector.reload(Some(model));
-            tracing::info!(
-                generation,
-                tags,
-                "plant model reloaded from {}",
-                path.display()
-            );
-            let recheck = inspector.recheck_retained(broker);
-            if recheck.dead_lettered > 0 {
-                tracing::warn!(
+impl Contracts {
+    fn reload_from(&self, broker: &Broker, path: &Path) {
+        let inspector = &self.inspector;
+        let outcome = match load_site(path, self.standard_file.as_deref()) {
+            Ok(model) => {
+                let tags = model.tag_count();
+                if let Some(gate) = &self.write_gate {
+                    gate.reload(Some(model.clone()));
+                }
+                let generation = inspector.reload(Some(model));
+                tracing::info!(
                     generation,
-                    "{} retained value(s) break the new model: removed from the live state and moved to the dead-letter subtree",
-                    recheck.dead_lettered
+                    tags,
+                    "plant model reloaded from {}",
+                    path.display()
                 );
+                let recheck = inspector.recheck_retained(broker);
+                if recheck.dead_lettered > 0 {
+                    tracing::warn!(
+                        generation,
+                        "{} retained value(s) break the new model: removed from the live state and moved to the dead-letter subtree",
+                        recheck.dead_lettered
+                    );
+                }
+                tracing::info!(
+                    checked = recheck.checked,
+                    rewritten = recheck.rewritten,
+                    dead_lettered = recheck.dead_lettered,
+                    "retained state re-judged against generation {generation}"
+                );
+                Ok(serde_json::json!({
+                    "generation": generation,
+                    "tags": tags,
+                    "retained_checked": recheck.checked,
+                    "retained_dead_lettered": recheck.dead_lettered,
+                }))
             }
-            tracing::info!(
-                checked = recheck.checked,
-                rewritten = recheck.rewritten,
-                dead_lettered = recheck.dead_lettered,
-                "retained state re-judged against generation {generation}"
-            );
-        }
-        Err(errors) => {
-            for e in errors.iter() {
-                tracing::error!("{e}");
+            Err(errors) => {
+                for e in errors.iter() {
+                    tracing::error!("{e}");
+                }
+                tracing::error!(
+                    "plant model reload refused: {} error(s) in {}; generation {} stays in force",
+                    errors.len(),
+                    path.display(),
+                    inspector.generation()
+                );
+                let reason = errors.join("; ");
+                inspector.refuse_reload(errors);
+                Err(reason)
             }
-            tracing::error!(
-                "plant model reload refused: {} error(s) in {}; generation {} stays in force",
-                errors.len(),
-                path.display(),
-                inspector.generation()
-            );
-            inspector.refuse_reload(errors);
+        };
+        if let Some(audit) = &self.audit {
+            let (ok, event) = match &outcome {
+                Ok(_) => (true, "model-reloaded"),
+                Err(_) => (false, "model-reload-refused"),
+            };
+            let mut record =
+                AuditEvent::new(Category::Config, event, Actor::system(), "reload", ok)
+                    .target(path.display().to_string());
+            record = match outcome {
+                Ok(details) => record.details(details),
+                Err(reason) => record.reason(reason),
+            };
+            audit.append(record);
         }
     }
 }

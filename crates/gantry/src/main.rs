@@ -215,6 +215,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     ));
     let contracts = contracts.map(|mut c| {
         c.write_gate = Some(write_gate.clone());
+        c.audit = security.audit().cloned();
         c
     });
     let mut inspectors: Vec<Arc<dyn PublishInspector>> =
