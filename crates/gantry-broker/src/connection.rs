@@ -1303,6 +1303,23 @@ impl Conn {
         if !wbuf.is_empty() {
             let _ = timeout(Duration::from_secs(1), write_all(stream, &wbuf)).await;
         }
+        if matches!(exit, Exit::Error(..)) {
+            // Closing a socket with unread input resets it, and a reset can
+            // destroy the DISCONNECT (and its reason) before the client reads
+            // it: discard what the client still sends, briefly, first.
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+            let mut sink = BytesMut::new();
+            let mut discarded = 0usize;
+            while discarded < 4 * 1024 * 1024 {
+                sink.clear();
+                match tokio::time::timeout_at(deadline, read_some(stream, &mut sink, 16 * 1024))
+                    .await
+                {
+                    Ok(Ok(n)) if n > 0 => discarded += n,
+                    _ => break,
+                }
+            }
+        }
 
         let publish_will = match exit {
             Exit::Graceful { publish_will } => publish_will,

@@ -105,6 +105,10 @@ impl AclPattern {
         if topic.starts_with('$') && !matches!(self.levels.first(), Some(Level::Literal(_))) {
             return false;
         }
+        if let [Level::Multi] = self.levels.as_slice() {
+            // `#`: every non-`$` topic (the common grant, checked per publish).
+            return true;
+        }
         let mut levels = self.levels.iter();
         for part in topic.split('/') {
             match levels.next() {
