@@ -76,7 +76,39 @@ impl Security {
         audit: Option<AuditLog>,
     ) -> Result<Self, StoreError> {
         let loaded = store.modified();
-        let file = store.load()?;
+        let file = match store.load() {
+            Ok(file) => {
+                if let Err(e) = store.remember_good(&file) {
+                    tracing::warn!("cannot keep a last-good copy of the security file: {e}");
+                }
+                file
+            }
+            // Security must not stop production: a broken hand edit falls
+            // back on the last file that loaded cleanly, loudly.
+            Err(e) => match store.load_last_good() {
+                Ok(file) => {
+                    tracing::error!(
+                        "{e}; starting with the last good copy of the security file instead ({} identities): fix the file, it is re-read when it changes",
+                        file.identities.len()
+                    );
+                    if let Some(audit) = &audit {
+                        audit.append(
+                            AuditEvent::new(
+                                Category::Config,
+                                "security-fallback",
+                                Actor::system(),
+                                "load",
+                                false,
+                            )
+                            .target(store.path().display().to_string())
+                            .reason(e.to_string()),
+                        );
+                    }
+                    file
+                }
+                Err(_) => return Err(e),
+            },
+        };
         let policy = Policy::new(&file, anonymous.clone());
         Ok(Self {
             store,
@@ -132,6 +164,9 @@ impl Security {
         *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = modified;
         match self.store.load() {
             Ok(file) => {
+                if let Err(e) = self.store.remember_good(&file) {
+                    tracing::warn!("cannot keep a last-good copy of the security file: {e}");
+                }
                 let policy = Policy::new(&file, self.anonymous.clone());
                 let identities = policy.identity_count();
                 *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
@@ -568,5 +603,55 @@ impl Authorizer for Security {
             .and_then(|rest| rest.split_once('/'))
             .map_or(filter, |(_, f)| f);
         self.authorize(client, Action::Subscribe, filter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Identity;
+
+    #[test]
+    fn a_broken_security_file_falls_back_on_the_last_good_one_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SecurityStore::in_data_dir(dir.path());
+        store
+            .update(|f| {
+                f.identities.push(Identity {
+                    name: "otto".into(),
+                    kind: IdentityKind::Human,
+                    roles: vec!["ot-engineer".into()],
+                    password: None,
+                    certificate: false,
+                    disabled: false,
+                    break_glass: false,
+                    description: String::new(),
+                    created_ms: 0,
+                    updated_ms: 0,
+                });
+                Ok(())
+            })
+            .unwrap();
+        let first = Security::open(store.clone(), AnonymousAccess::default(), None).unwrap();
+        assert!(first.policy().principal("otto").is_some());
+        std::fs::write(store.path(), "{ not json").unwrap();
+        let second = Security::open(store.clone(), AnonymousAccess::default(), None).unwrap();
+        assert!(second.policy().principal("otto").is_some());
+        // Without any good copy, a broken file is an error that names it.
+        std::fs::remove_file(store.path().with_file_name("security.last-good.json")).unwrap();
+        let err = Security::open(store, AnonymousAccess::default(), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("security.json"), "{err}");
+    }
+
+    #[test]
+    fn command_targets_map_to_their_tag() {
+        assert_eq!(
+            command_target("acme/dallas/packaging/line-1/filler/_cmd/speed").as_deref(),
+            Some("acme/dallas/packaging/line-1/filler/speed")
+        );
+        assert_eq!(command_target("acme/dallas/x/speed"), None);
     }
 }

@@ -234,6 +234,47 @@ impl SecurityStore {
         Ok(file)
     }
 
+    fn last_good_path(&self) -> PathBuf {
+        self.path.with_file_name("security.last-good.json")
+    }
+
+    /// Keeps a copy of a file that loaded cleanly, for [`Self::load_last_good`].
+    pub fn remember_good(&self, file: &SecurityFile) -> Result<(), StoreError> {
+        let path = self.last_good_path();
+        let mut text = serde_json::to_string_pretty(file)
+            .map_err(|e| StoreError::Refused(format!("cannot encode the security file: {e}")))?;
+        text.push('\n');
+        if fs::read_to_string(&path).is_ok_and(|old| old == text) {
+            return Ok(());
+        }
+        let tmp = path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = restricted_file(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(|error| StoreError::Io { path, error })
+    }
+
+    /// The last copy that loaded cleanly: what a broker starts with when the
+    /// security file itself is broken (a hand edit gone wrong must not lock
+    /// the whole plant out).
+    pub fn load_last_good(&self) -> Result<SecurityFile, StoreError> {
+        let path = self.last_good_path();
+        let text = fs::read_to_string(&path).map_err(|error| StoreError::Io {
+            path: path.clone(),
+            error,
+        })?;
+        let file: SecurityFile = serde_json::from_str(&text).map_err(|e| StoreError::Parse {
+            path: path.clone(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        Ok(file)
+    }
+
     /// When the file last changed (`None` if it does not exist).
     pub fn modified(&self) -> Option<SystemTime> {
         fs::metadata(&self.path).and_then(|m| m.modified()).ok()
@@ -353,6 +394,23 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("'/' is not allowed"), "{err}");
         assert!(!store.path().exists());
+    }
+
+    #[test]
+    fn the_last_good_copy_survives_a_broken_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SecurityStore::in_data_dir(dir.path());
+        store
+            .update(|f| {
+                f.identities.push(identity("anna", &["admin"]));
+                Ok(())
+            })
+            .unwrap();
+        let good = store.load().unwrap();
+        store.remember_good(&good).unwrap();
+        fs::write(store.path(), "{ broken").unwrap();
+        assert!(store.load().is_err());
+        assert_eq!(store.load_last_good().unwrap(), good);
     }
 
     #[test]
