@@ -1,7 +1,9 @@
 //! Gantry's connector framework: the [`Source`]/[`Sink`] abstraction every
-//! data source implements, and the demo-plant [`simulator`]. Payloads follow
+//! data source implements, the demo-plant [`simulator`], and the [`modbus`]
+//! TCP connector. Payloads follow
 //! the JSON time-series convention of [`gantry_model::payload`].
 
+pub mod modbus;
 pub mod simulator;
 pub mod source;
 

@@ -1,5 +1,6 @@
-//! `gantry check`: validate plant (site) models, alone or against an
-//! enterprise standard, and compare two versions of a standard.
+//! `gantry check`: validate plant (site) models (with their `[[modbus]]`
+//! devices), alone or against an enterprise standard, and compare two
+//! versions of a standard.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +26,10 @@ pub struct CheckArgs {
         conflicts_with_all = ["sites", "standard"]
     )]
     pub compat: Option<Vec<PathBuf>>,
+    /// Also try a TCP connection to every `[[modbus]]` device (each bounded
+    /// by its `timeout_ms`) and report the unreachable ones as errors.
+    #[arg(long)]
+    pub probe: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -62,12 +67,26 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         },
         None => None,
     };
-    let sites = args
+    let sites: Vec<_> = args
         .sites
         .iter()
         .map(|path| (path.display().to_string(), PlantModel::load(path)))
         .collect();
-    let report = CheckReport::build(standard.as_ref(), sites);
+    // `[[modbus]]` devices are checked against each model that parsed.
+    let modbus: Vec<_> = args
+        .sites
+        .iter()
+        .zip(&sites)
+        .map(|(path, (_, model))| match model {
+            Ok(model) => gantry_connectors::modbus::check_file(path, model, args.probe),
+            Err(_) => Vec::new(),
+        })
+        .collect();
+    let mut report = CheckReport::build(standard.as_ref(), sites);
+    for (file, errors) in report.files.iter_mut().zip(modbus) {
+        file.errors.extend(errors);
+        file.errors.sort_by_key(|e| (e.line, e.column));
+    }
     match args.format {
         Format::Json => println!("{}", report.to_json()),
         Format::Text => print_text(&report),

@@ -171,6 +171,12 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // `[[modbus]]` devices in the site model; a bad one aborts the start.
+    let modbus_devices = match (&config.model, &model) {
+        (Some(path), Some(m)) => gantry_connectors::modbus::load_devices(path, m)
+            .map_err(|e| anyhow::anyhow!("invalid Modbus configuration:\n{e}"))?,
+        _ => Vec::new(),
+    };
     if config.mqtt.is_none()
         && config.websocket.is_none()
         && config.mqtts.is_none()
@@ -246,6 +252,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
         sim_config.tick = Duration::from_millis(sim.tick_ms.max(1));
         spawn_simulator(&broker, sim_config);
     }
+    sources::spawn_modbus(&broker, modbus_devices);
     wait_for_shutdown(&broker, contracts.as_ref()).await
 }
 

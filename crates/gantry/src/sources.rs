@@ -1,11 +1,12 @@
 //! Wiring sources to the broker: the [`Sink`] that in-process sources publish
-//! through, and the simulator built from a plant model.
+//! through, the simulator built from a plant model, and the Modbus devices.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_broker::Broker;
 use gantry_codec::QoS;
+use gantry_connectors::modbus::{DeviceConfig, ModbusSource};
 use gantry_connectors::simulator::{MachineKind, SimulatedMachine};
 use gantry_connectors::{Sink, SinkError, Source, SourceMessage};
 use gantry_model::PlantModel;
@@ -56,6 +57,15 @@ pub fn simulated_machines(model: &PlantModel) -> Vec<SimulatedMachine> {
             SimulatedMachine::new(e.path.as_str(), kind)
         })
         .collect()
+}
+
+/// Starts one source per `[[modbus]]` device.
+pub fn spawn_modbus(broker: &Broker, devices: Vec<DeviceConfig>) {
+    for device in devices {
+        spawn_source(broker.clone(), move || {
+            Ok(Box::new(ModbusSource::new(device.clone())) as Box<dyn Source>)
+        });
+    }
 }
 
 /// Runs a source until shutdown, restarting it with back-off if it fails.

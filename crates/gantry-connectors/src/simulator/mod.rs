@@ -7,6 +7,7 @@
 
 mod machine;
 mod plant;
+pub mod plc;
 mod rng;
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,7 @@ use crate::suggest::closest;
 pub(crate) type Key<'i> = Spanned<Cow<'i, str>>;
 pub(crate) type Item<'i> = Spanned<DeValue<'i>>;
 
-const ROOT_FIELDS: &[&str] = &["enterprise", "description", "site", "equipment"];
+const ROOT_FIELDS: &[&str] = &["enterprise", "description", "site", "equipment", "modbus"];
 const SITE_FIELDS: &[&str] = &["name", "description"];
 const EQUIPMENT_FIELDS: &[&str] = &["path", "class", "description", "tags"];
 const SITE_TAG_FIELDS: &[&str] = &[
