@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Gantry's whole test suite: unit and integration tests (cargo), then the
-# interop suite against independent MQTT peers (mosquitto clients, paho-mqtt).
+# interop suite against independent peers (mosquitto clients, paho-mqtt,
+# pymodbus).
 # Installs the peers it needs when they are missing (Debian + pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +15,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-python3 -c 'import paho.mqtt, pytest' 2>/dev/null || {
-  echo "test.sh: installing paho-mqtt and pytest"
-  python3 -m pip install -q "paho-mqtt==2.1.0" "pytest==8.3.5"
+python3 -c 'import paho.mqtt, pytest, pymodbus' 2>/dev/null || {
+  echo "test.sh: installing paho-mqtt, pytest and pymodbus"
+  python3 -m pip install -q "paho-mqtt==2.1.0" "pytest==8.3.5" "pymodbus==3.16.1"
 }
 
 cargo build --workspace --all-targets

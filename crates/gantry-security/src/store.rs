@@ -249,6 +249,9 @@ impl SecurityStore {
         }
         let tmp = path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir)?;
+            }
             let mut f = restricted_file(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;

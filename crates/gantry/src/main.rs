@@ -59,6 +59,10 @@ enum Command {
         mqtt_port: u16,
         #[arg(long, default_value_t = 8083)]
         ws_port: u16,
+        /// First port of the simulated PLCs (one per machine, Modbus TCP on
+        /// 127.0.0.1); 0 picks free ports.
+        #[arg(long, default_value_t = 5020)]
+        modbus_base_port: u16,
         /// Simulator seed: the same seed replays the same plant.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -99,8 +103,10 @@ fn main() -> ExitCode {
             data_dir,
             mqtt_port,
             ws_port,
+            modbus_base_port,
             seed,
-        } => runtime().and_then(|rt| rt.block_on(demo(data_dir, mqtt_port, ws_port, seed))),
+        } => runtime()
+            .and_then(|rt| rt.block_on(demo(data_dir, mqtt_port, ws_port, modbus_base_port, seed))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -338,7 +344,13 @@ fn warn_plain_listeners(bound: &gantry_broker::BoundAddrs) {
     }
 }
 
-async fn demo(data_dir: PathBuf, mqtt_port: u16, ws_port: u16, seed: u64) -> anyhow::Result<()> {
+async fn demo(
+    data_dir: PathBuf,
+    mqtt_port: u16,
+    ws_port: u16,
+    modbus_base_port: u16,
+    seed: u64,
+) -> anyhow::Result<()> {
     let model = PlantModel::demo();
     let mut config = BrokerConfig::new(&data_dir);
     config.mqtt_bind = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, mqtt_port)));
@@ -379,11 +391,21 @@ async fn demo(data_dir: PathBuf, mqtt_port: u16, ws_port: u16, seed: u64) -> any
     let (broker, bound) = start(config, hooks).await?;
     log_listeners(&bound);
     contracts.start(&broker, sys_interval);
-    let mut sim = SimulatorConfig::new(sources::simulated_machines(&model));
-    sim.seed = seed;
-    spawn_simulator(&broker, sim);
+    // The machines are simulated PLCs on Modbus TCP, polled by the Modbus
+    // connector with the `[[modbus]]` devices of the demo plant file.
+    let mut devices = gantry_connectors::modbus::parse_devices(
+        gantry_model::DEMO_PLANT_TOML,
+        "demo-plant.toml",
+        &model,
+    )
+    .map_err(|e| anyhow::anyhow!("the demo plant's Modbus devices:\n{e}"))?;
+    sources::start_simulated_plcs(&broker, &model, &mut devices, modbus_base_port, seed).await?;
+    let plc_ports: Vec<String> = devices.iter().map(|d| d.port.to_string()).collect();
+    sources::spawn_modbus(&broker, devices);
     println!(
         "\nGantry demo plant is running: enterprise {}, {} machines, {} tags, data in {}.\n\
+         The machines are simulated PLCs on Modbus TCP (127.0.0.1 ports {}), polled by the\n\
+         Modbus connector (register map: docs/demo-plant.md).\n\
          Next, in another terminal:\n  \
          mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'acme/#' -v          # watch the plant\n  \
          mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t '$SYS/#' -v          # broker statistics\n  \
@@ -393,7 +415,8 @@ async fn demo(data_dir: PathBuf, mqtt_port: u16, ws_port: u16, seed: u64) -> any
         model.enterprise(),
         model.equipment().len(),
         model.tag_count(),
-        data_dir.display()
+        data_dir.display(),
+        plc_ports.join(", ")
     );
     wait_for_shutdown(&broker, Some(&contracts)).await
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use gantry_broker::Broker;
 use gantry_codec::QoS;
 use gantry_connectors::modbus::{DeviceConfig, ModbusSource};
@@ -100,4 +101,64 @@ pub fn spawn_source(
             delay = (delay * 2).min(Duration::from_secs(60));
         }
     });
+}
+
+/// The demo plant as simulated PLCs: one Modbus TCP server per machine on
+/// 127.0.0.1, fed by the plant simulation. Device `i` listens on
+/// `base_port + i` (any free port when `base_port` is 0) and its config is
+/// pointed at the port actually bound, so the connector polls the servers
+/// exactly as it would poll real PLCs.
+pub async fn start_simulated_plcs(
+    broker: &Broker,
+    model: &gantry_model::PlantModel,
+    devices: &mut [DeviceConfig],
+    base_port: u16,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use gantry_connectors::simulator::plc::{PlcIdentity, PlcPlant, serve_plc};
+    let machines = simulated_machines(model);
+    let plant = PlcPlant::new(&machines, seed, Duration::from_secs(1));
+    for (i, device) in devices.iter_mut().enumerate() {
+        let Some(index) = machines
+            .iter()
+            .position(|m| m.equipment_topic == device.equipment)
+        else {
+            anyhow::bail!(
+                "demo: Modbus device {:?} reads {}, which is not a simulated machine",
+                device.name,
+                device.equipment
+            );
+        };
+        let port = if base_port == 0 {
+            0
+        } else {
+            base_port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
+        };
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| {
+                format!(
+                    "demo: cannot start the simulated PLC {:?} on 127.0.0.1:{port} (choose other ports with --modbus-base-port)",
+                    device.name
+                )
+            })?;
+        device.host = "127.0.0.1".to_owned();
+        device.port = listener.local_addr()?.port();
+        let identity = PlcIdentity {
+            vendor: "Gantry simulated PLC".to_owned(),
+            product_code: format!("{:?}", machines[index].kind).to_lowercase(),
+            revision: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        tokio::spawn(serve_plc(
+            listener,
+            plant.banks()[index].clone(),
+            identity,
+            broker.shutdown_signal(),
+        ));
+    }
+    // Registers hold values before the first poll.
+    let mut plant = plant;
+    plant.update(gantry_broker::message::now_ms());
+    tokio::spawn(plant.run(broker.shutdown_signal()));
+    Ok(())
 }

@@ -100,7 +100,7 @@ fn read(
                 PointType::Int32 => Reading::Int(i128::from(combined() as u32 as i32)),
                 PointType::Uint32 => Reading::Int(i128::from(combined() as u32)),
                 PointType::Int64 => Reading::Int(i128::from(combined() as i64)),
-                PointType::Float32 => Reading::Float(f64::from(f32::from_bits(combined() as u32))),
+                PointType::Float32 => Reading::Float(widen_f32(f32::from_bits(combined() as u32))),
                 PointType::Float64 => Reading::Float(f64::from_bits(combined())),
                 PointType::Bit { bit } => Reading::Bool(fix(words[0]) >> bit & 1 == 1),
                 PointType::String { .. } => {
@@ -179,6 +179,17 @@ pub fn changed(last: &Value, new: &Value, deadband: f64) -> bool {
         (Some(a), Some(b)) if deadband > 0.0 => (b - a).abs() > deadband,
         _ => last != new,
     }
+}
+
+/// A float32 register value as the decimal it was written as: `607.9f32`
+/// becomes `607.9`, not `607.9000244140625` (the nearest f64 to the same
+/// bits), so a PLC's `607.9` reads as `607.9` in the namespace.
+pub fn widen_f32(value: f32) -> f64 {
+    if !value.is_finite() {
+        return f64::from(value);
+    }
+    // The shortest text that round-trips the f32, read back as an f64.
+    value.to_string().parse::<f64>().unwrap_or(f64::from(value))
 }
 
 #[cfg(test)]
@@ -285,6 +296,9 @@ mod tests {
             regs(PointType::Uint32, Target::Int, &[0xFFFF, 0xFFFF]),
             Ok(Value::Int(4_294_967_295))
         );
+        assert_eq!(widen_f32(607.9), 607.9);
+        assert_eq!(widen_f32(47.49), 47.49);
+        assert!(widen_f32(f32::NAN).is_nan());
         // 1.5f32 = 0x3FC00000.
         let bits = 1.5f32.to_bits();
         let (hi, lo) = ((bits >> 16) as u16, bits as u16);
