@@ -341,3 +341,81 @@ def test_check_probe_reports_unreachable_devices(tmp_path):
     out = run_check(str(path), "--probe")
     assert out.returncode == 1
     assert 'device "filler-plc" is unreachable at 127.0.0.1:' in out.stderr, out.stderr
+
+
+def test_released_writes_reach_the_device_and_are_audited(tmp_path, request):
+    """A write that passes the gate (command permission, allow-list, range)
+    is performed on the device (an independent pymodbus server) and audited
+    as executed; a refused one never reaches it."""
+    if not gantry_bin().exists():
+        pytest.fail(f"gantry binary not found at {gantry_bin()}", pytrace=False)
+    from pymodbus.client import ModbusTcpClient
+
+    from clients import V5, uniq, wait_until
+
+    server = ModbusServer(tmp_path)
+    server.start()
+    model = site_model(server.port)
+    # The site allows writes to speed (float32 with scale 0.5), state (an
+    # enum register) and running (a coil); alarm stays read-only.
+    for tag in ("speed", "state", "running"):
+        model = model.replace(f"[equipment.tags.{tag}]\n", f"[equipment.tags.{tag}]\nwrite = true\n", 1)
+    broker = ModelBroker(tmp_path / "gantry", model)
+    user = subprocess.run([str(gantry_bin()), "user", "add", "otto", "--role", "ot-engineer",
+                           "--password-stdin", "--data-dir", str(broker.data_dir)],
+                          input="correct-horse-otto\n", capture_output=True, text=True, timeout=60)
+    assert user.returncode == 0, user.stderr
+    broker.start()
+    clients = ClientFactory(broker)
+    device = ModbusTcpClient("127.0.0.1", port=server.port)
+    try:
+        sub = clients()
+        sub.subscribe("acme/#")
+        ns = Namespace(sub)
+        ns.wait("every tag good", all_quality("good"), timeout=20)
+        assert device.connect()
+        otto = clients(version=V5, username="otto", password="correct-horse-otto",
+                       client_id=uniq("otto"))
+
+        otto.publish(f"{FILLER}/_cmd/speed", b"700.5", qos=1)
+        # 700.5 / scale 0.5 = 1401.0 as float32 in holding 0-1.
+        def speed_register():
+            r = device.read_holding_registers(0, count=2, device_id=1)
+            return device.convert_from_registers(r.registers, device.DATATYPE.FLOAT32)
+        assert wait_until(lambda: speed_register() == 1401.0, timeout=10), speed_register()
+        ns.wait("the new speed in the namespace", lambda ns: ns.tag("speed")["value"] == 700.5, 10)
+
+        otto.publish(f"{FILLER}/_cmd/state", b"faulted", qos=1)
+        assert wait_until(
+            lambda: device.read_holding_registers(4, count=1, device_id=1).registers == [2], 10)
+        otto.publish(f"{FILLER}/_cmd/running", b"false", qos=1)
+        assert wait_until(
+            lambda: device.read_coils(3, count=1, device_id=1).bits[0] is False, 10)
+
+        # Refused by the gate (alarm is not on the allow-list): the refusal
+        # is the PUBACK the publish waited for, so the write was never
+        # routed, and the device keeps its bit.
+        otto.publish(f"{FILLER}/_cmd/alarm", b"false", qos=1)
+        assert device.read_holding_registers(8, count=1, device_id=1).registers == [0b100]
+
+        def audit_types():
+            r = subprocess.run([str(gantry_bin()), "audit", "export", "--format", "json",
+                                "--data-dir", str(broker.data_dir)],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            return [(x["type"], x.get("target")) for x in json.loads(r.stdout)
+                    if x["category"] == "write-command"]
+        assert wait_until(lambda: ("write-executed", f"{FILLER}/running") in audit_types(), 10), \
+            audit_types()
+        types = audit_types()
+        assert ("write-executed", f"{FILLER}/speed") in types
+        assert ("write-executed", f"{FILLER}/state") in types
+        assert ("write-refused", f"{FILLER}/alarm") in types
+    finally:
+        device.close()
+        clients.close_all()
+        server.stop()
+        code = broker.stop()
+        failed = getattr(request.node, "rep_call", None)
+        if failed is not None and failed.failed:
+            print(f"\n----- {broker} log tail (exit code {code}) -----\n{broker.log_tail(80)}")

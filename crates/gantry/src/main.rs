@@ -233,11 +233,18 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let mut inspectors: Vec<Arc<dyn PublishInspector>> =
         contracts.iter().map(Contracts::as_inspector).collect();
     inspectors.push(write_gate);
+    // Released writes reach the Modbus device that owns the tag.
+    let (modbus_devices, command_router, write_outcomes) =
+        sources::CommandRouter::for_devices(modbus_devices);
+    let mut observers: Vec<Arc<dyn gantry_broker::hooks::PublishObserver>> = Vec::new();
+    if !command_router.is_empty() {
+        observers.push(Arc::new(command_router));
+    }
     let hooks = Hooks {
         authenticator: security.clone(),
         authorizer: security.clone(),
         inspectors,
-        ..Hooks::default()
+        observers,
     };
     let mut broker_config = config.broker_config();
     broker_config.tls = tls;
@@ -258,6 +265,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
         sim_config.tick = Duration::from_millis(sim.tick_ms.max(1));
         spawn_simulator(&broker, sim_config);
     }
+    sources::spawn_write_auditor(write_outcomes, security.audit().cloned());
     sources::spawn_modbus(&broker, modbus_devices);
     wait_for_shutdown(&broker, contracts.as_ref()).await
 }
@@ -401,7 +409,7 @@ async fn demo(
     .map_err(|e| anyhow::anyhow!("the demo plant's Modbus devices:\n{e}"))?;
     sources::start_simulated_plcs(&broker, &model, &mut devices, modbus_base_port, seed).await?;
     let plc_ports: Vec<String> = devices.iter().map(|d| d.port.to_string()).collect();
-    sources::spawn_modbus(&broker, devices);
+    sources::spawn_modbus(&broker, devices.into_iter().map(|d| (d, None)).collect());
     println!(
         "\nGantry demo plant is running: enterprise {}, {} machines, {} tags, data in {}.\n\
          The machines are simulated PLCs on Modbus TCP (127.0.0.1 ports {}), polled by the\n\

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use gantry_broker::Broker;
 use gantry_codec::QoS;
-use gantry_connectors::modbus::{DeviceConfig, ModbusSource};
+use gantry_connectors::modbus::{
+    DeviceConfig, ModbusSource, WriteChannel, WriteCommand, WriteOutcome,
+};
 use gantry_connectors::simulator::{MachineKind, SimulatedMachine};
 use gantry_connectors::{Sink, SinkError, Source, SourceMessage};
 use gantry_model::PlantModel;
@@ -60,13 +62,134 @@ pub fn simulated_machines(model: &PlantModel) -> Vec<SimulatedMachine> {
         .collect()
 }
 
-/// Starts one source per `[[modbus]]` device.
-pub fn spawn_modbus(broker: &Broker, devices: Vec<DeviceConfig>) {
-    for device in devices {
+/// A Modbus device and, if it may be written, its write queue.
+pub type DeviceWithWrites = (DeviceConfig, Option<WriteChannel>);
+
+/// Starts one source per `[[modbus]]` device (with its write queue, if the
+/// device may be written).
+pub fn spawn_modbus(broker: &Broker, devices: Vec<DeviceWithWrites>) {
+    for (device, writes) in devices {
         spawn_source(broker.clone(), move || {
-            Ok(Box::new(ModbusSource::new(device.clone())) as Box<dyn Source>)
+            let mut source = ModbusSource::new(device.clone());
+            if let Some(w) = &writes {
+                source = source.with_writes(w.clone());
+            }
+            Ok(Box::new(source) as Box<dyn Source>)
         });
     }
+}
+
+/// Sends the writes the write-back gate released (`<equipment>/_cmd/<tag>`)
+/// to the Modbus device that owns the tag. A broker observer: it sees a
+/// `_cmd` message only after the gate let it through.
+#[derive(Default)]
+pub struct CommandRouter {
+    by_tag: std::collections::HashMap<String, (String, tokio::sync::mpsc::Sender<WriteCommand>)>,
+    outcomes: Option<tokio::sync::mpsc::UnboundedSender<WriteOutcome>>,
+}
+
+impl CommandRouter {
+    /// Gives every device a write queue and returns the devices with their
+    /// queues, the router, and where write outcomes arrive.
+    pub fn for_devices(
+        devices: Vec<DeviceConfig>,
+    ) -> (
+        Vec<DeviceWithWrites>,
+        CommandRouter,
+        tokio::sync::mpsc::UnboundedReceiver<WriteOutcome>,
+    ) {
+        let (outcome_tx, outcome_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut router = CommandRouter {
+            outcomes: Some(outcome_tx.clone()),
+            ..CommandRouter::default()
+        };
+        let with_queues = devices
+            .into_iter()
+            .map(|device| {
+                let (tx, channel) = WriteChannel::new(16, outcome_tx.clone());
+                for point in &device.points {
+                    router
+                        .by_tag
+                        .insert(point.topic.clone(), (device.name.clone(), tx.clone()));
+                }
+                (device, Some(channel))
+            })
+            .collect();
+        (with_queues, router, outcome_rx)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_tag.is_empty()
+    }
+}
+
+impl gantry_broker::hooks::PublishObserver for CommandRouter {
+    fn observe(&self, msg: &Arc<gantry_broker::Message>) -> Option<gantry_broker::store::AckGate> {
+        let target = gantry_security::service::command_target(&msg.topic)?;
+        let (device, tx) = self.by_tag.get(&target)?;
+        let now = i64::try_from(msg.received_at_ms).unwrap_or(i64::MAX);
+        let requested_by = msg.publisher.as_deref().unwrap_or("unknown").to_owned();
+        let value = match gantry_model::Sample::parse(&msg.payload, now) {
+            Ok(sample) => sample.value,
+            Err(e) => {
+                tracing::warn!(topic = %msg.topic, "released write without a usable value: {e}");
+                return None;
+            }
+        };
+        let command = WriteCommand {
+            topic: target,
+            value,
+            requested_by,
+            issued: tokio::time::Instant::now(),
+        };
+        if let Err(e) = tx.try_send(command) {
+            let command = match e {
+                tokio::sync::mpsc::error::TrySendError::Full(c)
+                | tokio::sync::mpsc::error::TrySendError::Closed(c) => c,
+            };
+            if let Some(outcomes) = &self.outcomes {
+                let _ = outcomes.send(WriteOutcome {
+                    device: device.clone(),
+                    topic: command.topic,
+                    value: command.value,
+                    requested_by: command.requested_by,
+                    result: Err("the device's write queue is full or stopped".to_owned()),
+                });
+            }
+        }
+        None
+    }
+}
+
+/// Records every write outcome in the audit log ("executed" or "failed").
+pub fn spawn_write_auditor(
+    mut outcomes: tokio::sync::mpsc::UnboundedReceiver<WriteOutcome>,
+    audit: Option<gantry_security::audit::AuditLog>,
+) {
+    use gantry_security::audit::{Actor, AuditEvent, Category};
+    tokio::spawn(async move {
+        while let Some(o) = outcomes.recv().await {
+            let Some(audit) = &audit else { continue };
+            let ok = o.result.is_ok();
+            let mut event = AuditEvent::new(
+                Category::WriteCommand,
+                if ok { "write-executed" } else { "write-failed" },
+                Actor::system(),
+                "write",
+                ok,
+            )
+            .target(o.topic)
+            .details(serde_json::json!({
+                "device": o.device,
+                "value": o.value.to_string(),
+                "requested_by": o.requested_by,
+            }));
+            if let Err(why) = o.result {
+                event = event.reason(why);
+            }
+            audit.append(event);
+        }
+    });
 }
 
 /// Runs a source until shutdown, restarting it with back-off if it fails.

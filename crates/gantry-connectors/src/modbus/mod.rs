@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod encode;
 pub mod identify;
 pub mod plan;
 pub mod poller;
@@ -30,4 +31,6 @@ pub use config::{
 };
 pub use identify::DeviceIdentity;
 pub use plan::{PlannedPoint, ReadRequest, plan};
-pub use poller::{DeviceStatus, ErrorCounts, ModbusSource, StatusHandle};
+pub use poller::{
+    DeviceStatus, ErrorCounts, ModbusSource, StatusHandle, WriteChannel, WriteCommand, WriteOutcome,
+};

@@ -21,6 +21,7 @@ use tokio_modbus::{Request, Response, Slave};
 
 use super::config::{DeviceConfig, Table};
 use super::decode::{Raw, changed, decode};
+use super::encode::Encoded;
 use super::identify::{DeviceIdentity, read_identity};
 use super::plan::{ReadRequest, plan};
 use crate::source::{
@@ -44,6 +45,58 @@ pub(crate) enum LinkError {
     Timeout,
     #[error("{0}")]
     Transport(String),
+}
+
+/// How old a released write may be when the device can take it; an older
+/// one is refused rather than applied late to a machine.
+pub const WRITE_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// A write released by the write-back gate for one of the device's points.
+#[derive(Debug, Clone)]
+pub struct WriteCommand {
+    /// The tag's topic (`<equipment>/<tag>`).
+    pub topic: String,
+    pub value: Value,
+    /// Who asked (identity or client id), for the outcome record.
+    pub requested_by: String,
+    pub issued: Instant,
+}
+
+/// What became of a [`WriteCommand`].
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub device: String,
+    pub topic: String,
+    pub value: Value,
+    pub requested_by: String,
+    /// `Err` names why nothing (or not all) was written.
+    pub result: Result<(), String>,
+}
+
+/// The write side of a device: released commands in, outcomes out. Cheap to
+/// clone, so a restarted source takes over the same queue.
+#[derive(Debug, Clone)]
+pub struct WriteChannel {
+    commands: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<WriteCommand>>>,
+    outcomes: tokio::sync::mpsc::UnboundedSender<WriteOutcome>,
+}
+
+impl WriteChannel {
+    /// A queue of at most `capacity` released writes for one device: the
+    /// sender side and the channel to hand to [`ModbusSource::with_writes`].
+    pub fn new(
+        capacity: usize,
+        outcomes: tokio::sync::mpsc::UnboundedSender<WriteOutcome>,
+    ) -> (tokio::sync::mpsc::Sender<WriteCommand>, WriteChannel) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        (
+            tx,
+            WriteChannel {
+                commands: Arc::new(tokio::sync::Mutex::new(rx)),
+                outcomes,
+            },
+        )
+    }
 }
 
 /// Error counts by kind since start.
@@ -132,6 +185,7 @@ pub struct ModbusSource {
     warned: Option<Instant>,
     failures_since_warning: u64,
     failing: bool,
+    writes: Option<WriteChannel>,
 }
 
 impl std::fmt::Debug for ModbusSource {
@@ -174,7 +228,15 @@ impl ModbusSource {
             warned: None,
             failures_since_warning: 0,
             failing: false,
+            writes: None,
         }
+    }
+
+    /// Lets the device execute released writes from `channel` (between
+    /// polls, one request at a time like every read).
+    pub fn with_writes(mut self, channel: WriteChannel) -> Self {
+        self.writes = Some(channel);
+        self
     }
 
     /// The planned reads of one poll.
@@ -261,10 +323,17 @@ impl ModbusSource {
             let mut ticker = tokio::time::interval(self.device.poll);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
             let failure = loop {
-                tokio::select! {
+                let write = tokio::select! {
                     biased;
                     _ = shutdown.changed() => break None,
-                    _ = ticker.tick() => {}
+                    cmd = next_write(&self.writes) => Some(cmd),
+                    _ = ticker.tick() => None,
+                };
+                if let Some(cmd) = write {
+                    match self.execute_write(&mut ctx, cmd).await {
+                        Ok(()) => continue,
+                        Err(e) => break Some(e),
+                    }
                 }
                 let polled = tokio::select! {
                     biased;
@@ -561,7 +630,157 @@ impl ModbusSource {
             self.failures_since_warning = 0;
         }
         self.failing = true;
+        // Nothing waits for a device that is down: queued writes fail now.
+        let mut refused = Vec::new();
+        if let Some(w) = &self.writes
+            && let Ok(mut commands) = w.commands.try_lock()
+        {
+            while let Ok(cmd) = commands.try_recv() {
+                refused.push(cmd);
+            }
+        }
+        for cmd in refused {
+            self.report_write(cmd, Err(format!("device unreachable: {e}")));
+        }
         self.publish_health(sink, true)
+    }
+
+    fn report_write(&self, cmd: WriteCommand, result: Result<(), String>) {
+        match &result {
+            Ok(()) => {
+                tracing::info!(device = %self.device.name, topic = %cmd.topic, value = %cmd.value, by = %cmd.requested_by, "write executed")
+            }
+            Err(e) => {
+                tracing::warn!(device = %self.device.name, topic = %cmd.topic, value = %cmd.value, by = %cmd.requested_by, "write failed: {e}")
+            }
+        }
+        if let Some(w) = &self.writes {
+            let _ = w.outcomes.send(WriteOutcome {
+                device: self.device.name.clone(),
+                topic: cmd.topic,
+                value: cmd.value,
+                requested_by: cmd.requested_by,
+                result,
+            });
+        }
+    }
+
+    /// Performs one released write. A timeout or transport error drops the
+    /// link (like a failed read); an exception or a value the point cannot
+    /// hold fails only this write.
+    async fn execute_write(
+        &mut self,
+        ctx: &mut Context,
+        cmd: WriteCommand,
+    ) -> Result<(), LinkError> {
+        if cmd.issued.elapsed() > WRITE_MAX_AGE {
+            let why = format!(
+                "expired: released {} s ago, longer than {} s",
+                cmd.issued.elapsed().as_secs(),
+                WRITE_MAX_AGE.as_secs()
+            );
+            self.report_write(cmd, Err(why));
+            return Ok(());
+        }
+        let Some(point) = self
+            .device
+            .points
+            .iter()
+            .find(|p| p.topic == cmd.topic)
+            .cloned()
+        else {
+            let why = format!("no point of device {} maps {}", self.device.name, cmd.topic);
+            self.report_write(cmd, Err(why));
+            return Ok(());
+        };
+        let encoded = match super::encode::encode(
+            &point,
+            self.device.byte_order,
+            self.device.word_order,
+            &cmd.value,
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                self.report_write(cmd, Err(e.to_string()));
+                return Ok(());
+            }
+        };
+        let address = point.address;
+        let request = match encoded {
+            Encoded::Coil(on) => Request::WriteSingleCoil(address, on),
+            Encoded::Registers(words) if words.len() == 1 => {
+                Request::WriteSingleRegister(address, words[0])
+            }
+            Encoded::Registers(words) => Request::WriteMultipleRegisters(address, words.into()),
+            Encoded::Bit { bit, on } => {
+                // Read, change one bit, write back.
+                let current = match self
+                    .call(ctx, Request::ReadHoldingRegisters(address, 1))
+                    .await?
+                {
+                    Ok(Response::ReadHoldingRegisters(words)) if words.len() == 1 => {
+                        let fix = |w: u16| match self.device.byte_order {
+                            super::config::Order::Big => w,
+                            super::config::Order::Little => w.swap_bytes(),
+                        };
+                        fix(words[0])
+                    }
+                    Ok(_) => {
+                        return Err(LinkError::Transport(
+                            "unexpected response to a register read".into(),
+                        ));
+                    }
+                    Err(why) => {
+                        self.report_write(cmd, Err(why));
+                        return Ok(());
+                    }
+                };
+                let changed = if on {
+                    current | (1 << bit)
+                } else {
+                    current & !(1 << bit)
+                };
+                let word = match self.device.byte_order {
+                    super::config::Order::Big => changed,
+                    super::config::Order::Little => changed.swap_bytes(),
+                };
+                Request::WriteSingleRegister(address, word)
+            }
+        };
+        match self.call(ctx, request).await {
+            Ok(Ok(_)) => {
+                self.report_write(cmd, Ok(()));
+                Ok(())
+            }
+            Ok(Err(why)) => {
+                self.report_write(cmd, Err(why));
+                Ok(())
+            }
+            Err(link) => {
+                self.report_write(cmd, Err(format!("link lost: {link}")));
+                Err(link)
+            }
+        }
+    }
+
+    /// One request with the device timeout: the outer error drops the link,
+    /// the inner one is a Modbus exception.
+    async fn call(
+        &mut self,
+        ctx: &mut Context,
+        request: Request<'static>,
+    ) -> Result<Result<Response, String>, LinkError> {
+        match tokio::time::timeout(self.device.timeout, ctx.call(request)).await {
+            Err(_) => Err(LinkError::Timeout),
+            Ok(Err(e)) => Err(LinkError::Transport(e.to_string())),
+            Ok(Ok(Err(exception))) => {
+                self.status.lock().errors.exception += 1;
+                Ok(Err(format!(
+                    "the device answered with exception {exception:?}"
+                )))
+            }
+            Ok(Ok(Ok(response))) => Ok(Ok(response)),
+        }
     }
 
     fn recovered(&mut self) {
@@ -624,6 +843,16 @@ impl Source for ModbusSource {
 }
 
 /// Sleeps for `delay`; `false` if shutdown was requested meanwhile.
+/// The next released write, or never (no write channel, or it closed).
+async fn next_write(writes: &Option<WriteChannel>) -> WriteCommand {
+    if let Some(w) = writes
+        && let Some(cmd) = w.commands.lock().await.recv().await
+    {
+        return cmd;
+    }
+    std::future::pending().await
+}
+
 async fn sleep_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         biased;
