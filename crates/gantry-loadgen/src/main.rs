@@ -10,6 +10,7 @@ mod client;
 mod flow;
 mod histogram;
 mod idle;
+mod modbus;
 mod outcome;
 mod payload;
 mod procfs;
@@ -44,6 +45,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A Modbus TCP device whose holding registers 0..N all change every
+    /// interval (for the Modbus connector benchmark).
+    ModbusServer {
+        #[arg(long, default_value_t = 15020)]
+        port: u16,
+        #[arg(long, default_value_t = 1000)]
+        registers: usize,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        /// Seconds to serve.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+    },
     /// One publisher, one subscriber on a unique topic.
     P2p {
         #[command(flatten)]
@@ -378,7 +392,9 @@ async fn execute(command: Command, process_start: std::time::Instant) -> Result<
             let o = retained::run(&common.connect_options()?, spec, process_start).await?;
             Ok((o, common))
         }
-        Command::Report { .. } => bail!("report runs without a runtime"),
+        Command::Report { .. } | Command::ModbusServer { .. } => {
+            bail!("report and modbus-server run without this runtime")
+        }
     }
 }
 
@@ -389,13 +405,32 @@ fn threads_of(command: &Command) -> usize {
         | Command::FanOut { common, .. }
         | Command::Idle { common, .. }
         | Command::Retained { common, .. } => common.threads,
-        Command::Report { .. } => 1,
+        Command::Report { .. } | Command::ModbusServer { .. } => 1,
     }
 }
 
 fn main_inner() -> Result<i32> {
     let process_start = std::time::Instant::now();
     let cli = Cli::parse();
+    if let Command::ModbusServer {
+        port,
+        registers,
+        interval_ms,
+        duration,
+    } = cli.command
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(modbus::serve(
+            port,
+            registers,
+            Duration::from_millis(interval_ms.max(1)),
+            Duration::from_secs_f64(duration.max(0.0)),
+        ))?;
+        return Ok(0);
+    }
     if let Command::Report {
         inputs,
         targets,

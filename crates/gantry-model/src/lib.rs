@@ -17,6 +17,6 @@ pub use path::{
 };
 pub use payload::{PayloadError, Quality, Sample, SampleRef, Value, ValueRef};
 pub use plant::{
-    ClassRef, DEMO_PLANT_TOML, Equipment, ModelError, ModelErrors, PlantModel, Site, TagSpec,
-    TagType, WritePolicy,
+    ClassRef, DEMO_PLANT_TOML, Equipment, LineIndex, ModelError, ModelErrors, PlantModel, Site,
+    TagSpec, TagType, WritePolicy,
 };

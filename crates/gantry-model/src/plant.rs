@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-pub use error::{ModelError, ModelErrors};
+pub use error::{LineIndex, ModelError, ModelErrors};
 
 use crate::name::Segment;
 use crate::path::{HierarchyPath, NamespacePath, TagPath};

@@ -335,6 +335,7 @@ fn parse_all(
         src,
         file,
         errors: Vec::new(),
+        lines: gantry_model::LineIndex::new(src),
         hosts: Vec::new(),
     };
     let devices = match DeTable::parse(src) {
@@ -480,6 +481,7 @@ struct Parser<'s> {
     src: &'s str,
     file: &'s str,
     errors: Vec<ModelError>,
+    lines: gantry_model::LineIndex,
     /// Every device's host and port that parsed, even in an otherwise bad
     /// device, so `gantry check` can resolve them all.
     hosts: Vec<HostRef>,
@@ -501,7 +503,7 @@ impl<'s> Parser<'s> {
         message: impl Into<String>,
         hint: Option<String>,
     ) {
-        let (line, column) = line_col(self.src, offset);
+        let (line, column) = self.lines.pos(self.src, offset);
         self.errors.push(ModelError {
             file: self.file.to_owned(),
             line,
@@ -521,7 +523,7 @@ impl<'s> Parser<'s> {
     }
 
     fn line_of(&self, offset: usize) -> usize {
-        line_col(self.src, offset).0
+        self.lines.pos(self.src, offset).0
     }
 
     fn unknown_fields(&mut self, table: &DeTable<'_>, prefix: &str, allowed: &[&str]) {
@@ -865,9 +867,15 @@ impl<'s> Parser<'s> {
         }
         let mut points = Vec::with_capacity(point_tables.len());
         let mut occupied: HashMap<Table, Vec<Occupied>> = HashMap::new();
+        // The equipment's tags by path: one lookup per point, not a scan.
+        let tag_index: HashMap<&str, &TagSpec> = equipment
+            .map(|e| e.tags.iter().map(|t| (t.path.as_str(), t)).collect())
+            .unwrap_or_default();
         for (index, spec, point_at) in point_tables {
             let point_field = format!("{field}.point[{index}]");
-            if let Some(point) = self.point(spec, point_at, &point_field, equipment, topics) {
+            if let Some(point) =
+                self.point(spec, point_at, &point_field, equipment, &tag_index, topics)
+            {
                 let address_at = spec.get("address").map_or(point_at, |a| a.span().start);
                 self.overlaps(&point, &point_field, address_at, &mut occupied);
                 points.push(point);
@@ -875,7 +883,7 @@ impl<'s> Parser<'s> {
         }
 
         let host_offset = host.as_ref().map_or(at, |(_, o)| *o);
-        let (host_line, host_column) = line_col(self.src, self.inside(host_offset));
+        let (host_line, host_column) = self.lines.pos(self.src, self.inside(host_offset));
         let origin = Origin {
             file: self.file.to_owned(),
             field: field.to_owned(),
@@ -958,6 +966,7 @@ impl<'s> Parser<'s> {
         at: usize,
         field: &str,
         equipment: Option<&Equipment>,
+        tag_index: &HashMap<&str, &TagSpec>,
         topics: &mut HashMap<String, (String, usize)>,
     ) -> Option<PointConfig> {
         self.unknown_fields(spec, field, POINT_FIELDS);
@@ -978,8 +987,8 @@ impl<'s> Parser<'s> {
             );
         }
         let tag_spec = match (tag, equipment) {
-            (Some((path, offset)), Some(equipment)) => match equipment.tag(path) {
-                Some(spec) => Some((spec, offset)),
+            (Some((path, offset)), Some(equipment)) => match tag_index.get(path) {
+                Some(spec) => Some((*spec, offset)),
                 None => {
                     let names: Vec<&str> = equipment.tags.iter().map(|t| t.path.as_str()).collect();
                     let hint = match closest(path, &names) {
@@ -1433,21 +1442,6 @@ fn type_synonym(s: &str) -> Option<&'static str> {
         "str" | "text" | "ascii" => Some("string"),
         other => TYPES.iter().copied().find(|t| *t == other),
     }
-}
-
-/// 1-based line and character column of a byte offset.
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let bytes = &src.as_bytes()[..offset.min(src.len())];
-    let line_start = bytes
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |newline| newline + 1);
-    let line = 1 + bytes.iter().filter(|&&b| b == b'\n').count();
-    let column = 1 + bytes[line_start..]
-        .iter()
-        .filter(|&&b| b & 0xC0 != 0x80)
-        .count();
-    (line, column)
 }
 
 /// The candidate within a small edit distance of `input`, if any.

@@ -63,6 +63,17 @@ impl Default for RegisterBank {
 }
 
 impl RegisterBank {
+    /// A bank of `size` entries per table (the protocol's 65,536 at most).
+    pub fn with_size(size: usize) -> Self {
+        let size = size.min(65_536);
+        Self {
+            coils: vec![false; size],
+            discrete_inputs: vec![false; size],
+            holding: vec![0; size],
+            input: vec![0; size],
+        }
+    }
+
     /// Writes a snapshot into the input registers per [`REGISTER_MAP`]; the
     /// discrete input 0 mirrors "running".
     pub fn write_snapshot(&mut self, s: &MachineSnapshot) {

@@ -97,6 +97,42 @@ impl<'a> IntoIterator for &'a ModelErrors {
 }
 
 /// 1-based line and character column of a byte offset (clamped to the source).
+/// Line starts of a source text, so that many positions can be turned into
+/// line and column without rescanning the text for each (a model with tens
+/// of thousands of tags asks for one per field).
+#[derive(Debug, Clone)]
+pub struct LineIndex {
+    /// Byte offset where each line starts; the first is 0.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(src: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(
+            src.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        Self { starts }
+    }
+
+    /// 1-based line and column (in characters) of `offset` in `src`, the
+    /// text this index was built from.
+    pub fn pos(&self, src: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(src.len());
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts[line - 1];
+        let column = 1 + src.as_bytes()[start..offset]
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count();
+        (line, column)
+    }
+}
+
+#[cfg(test)]
 pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let bytes = &src.as_bytes()[..offset.min(src.len())];
     let line_start = bytes
@@ -155,5 +191,9 @@ mod tests {
         assert_eq!(line_col(src, 8), (3, 2));
         assert_eq!(line_col(src, 1000), (4, 1));
         assert_eq!(line_col("", 5), (1, 1));
+        for offset in 0..src.len() + 3 {
+            assert_eq!(LineIndex::new(src).pos(src, offset), line_col(src, offset));
+        }
+        assert_eq!(LineIndex::new("").pos("", 5), (1, 1));
     }
 }

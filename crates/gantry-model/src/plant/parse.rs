@@ -9,7 +9,7 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::error::{ModelError, ModelErrors, line_col};
+use super::error::{LineIndex, ModelError, ModelErrors};
 use super::{
     ClassRef, Equipment, EquipmentLocation, PlantModel, Site, TagLocation, TagSpec, TagType,
     WritePolicy,
@@ -21,7 +21,14 @@ use crate::suggest::closest;
 pub(crate) type Key<'i> = Spanned<Cow<'i, str>>;
 pub(crate) type Item<'i> = Spanned<DeValue<'i>>;
 
-const ROOT_FIELDS: &[&str] = &["enterprise", "description", "site", "equipment", "modbus"];
+const ROOT_FIELDS: &[&str] = &[
+    "enterprise",
+    "description",
+    "site",
+    "equipment",
+    "modbus",
+    "opcua",
+];
 const SITE_FIELDS: &[&str] = &["name", "description"];
 const EQUIPMENT_FIELDS: &[&str] = &["path", "class", "description", "tags"];
 const SITE_TAG_FIELDS: &[&str] = &[
@@ -70,6 +77,7 @@ pub(crate) struct Checker<'s> {
     pub(crate) src: &'s str,
     pub(crate) file: &'s str,
     pub(crate) errors: Vec<ModelError>,
+    lines: LineIndex,
 }
 
 impl<'s> Checker<'s> {
@@ -78,11 +86,12 @@ impl<'s> Checker<'s> {
             src,
             file,
             errors: Vec::new(),
+            lines: LineIndex::new(src),
         }
     }
 
     pub(crate) fn pos(&self, offset: usize) -> (usize, usize) {
-        line_col(self.src, offset)
+        self.lines.pos(self.src, offset)
     }
 
     pub(crate) fn error(
@@ -92,7 +101,7 @@ impl<'s> Checker<'s> {
         message: impl Into<String>,
         hint: Option<String>,
     ) {
-        let (line, column) = line_col(self.src, offset);
+        let (line, column) = self.pos(offset);
         self.errors.push(ModelError {
             file: self.file.to_owned(),
             line,
@@ -115,7 +124,7 @@ impl<'s> Checker<'s> {
         for e in errors {
             let span = e.span().unwrap_or(0..0);
             let offset = span.start;
-            let (line, _) = line_col(self.src, offset);
+            let (line, _) = self.pos(offset);
             // Later errors on the same line are almost always fallout of the first.
             if !reported_lines.insert(line) {
                 continue;
@@ -456,7 +465,7 @@ impl<'s> Checker<'s> {
                 );
                 continue;
             }
-            first_line.insert(name.to_owned(), line_col(self.src, name_span.start).0);
+            first_line.insert(name.to_owned(), self.pos(name_span.start).0);
             sites.push(Site {
                 name: segment,
                 description: description.map(|(s, _)| s.to_owned()),
@@ -976,7 +985,7 @@ impl<'s> Checker<'s> {
         for draft in drafts {
             let path = draft.equipment.path.as_str();
             if let Some(first) = paths.get(path) {
-                let line = line_col(self.src, first.path_offset).0;
+                let line = self.pos(first.path_offset).0;
                 self.error(
                     draft.path_offset,
                     &join(&draft.field, "path"),
@@ -992,7 +1001,7 @@ impl<'s> Checker<'s> {
             for (tag, (field, offset)) in draft.equipment.tags.iter().zip(&draft.tag_locations) {
                 let topic = draft.equipment.tag_topic(tag).to_topic();
                 if let Some((first_field, first_offset)) = topics.get(&topic) {
-                    let line = line_col(self.src, *first_offset).0;
+                    let line = self.pos(*first_offset).0;
                     self.error(
                         *offset,
                         field,
