@@ -17,7 +17,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 python3 -c 'import paho.mqtt, pytest, pymodbus' 2>/dev/null || {
   echo "test.sh: installing paho-mqtt, pytest and pymodbus"
-  python3 -m pip install -q "paho-mqtt==2.1.0" "pytest==8.3.5" "pymodbus==3.16.1"
+  python3 -m pip install -q "paho-mqtt==2.1.0" "pytest==8.3.5" "pymodbus==3.16.1" "asyncua==2.1.0"
 }
 
 cargo build --workspace --all-targets

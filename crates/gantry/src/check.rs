@@ -1,5 +1,5 @@
 //! `gantry check`: validate plant (site) models (with their `[[modbus]]`
-//! devices), alone or against an enterprise standard, and compare two
+//! devices and `[[opcua]]` servers), alone or against an enterprise standard, and compare two
 //! versions of a standard.
 
 use std::path::{Path, PathBuf};
@@ -78,7 +78,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         .iter()
         .zip(&sites)
         .map(|(path, (_, model))| match model {
-            Ok(model) => gantry_connectors::modbus::check_file(path, model, args.probe),
+            Ok(model) => {
+                let mut errors = gantry_connectors::modbus::check_file(path, model, args.probe);
+                errors.extend(gantry_opcua::check_file(path, model));
+                errors
+            }
             Err(_) => Vec::new(),
         })
         .collect();

@@ -7,6 +7,7 @@ mod cert;
 mod check;
 mod config;
 mod contracts;
+mod opcua_cmd;
 mod sources;
 mod tls_config;
 
@@ -87,6 +88,11 @@ enum Command {
         #[command(subcommand)]
         cmd: audit_cmd::AuditCommand,
     },
+    /// OPC UA client certificates: trust server certificates, list them.
+    Opcua {
+        #[command(subcommand)]
+        cmd: opcua_cmd::OpcuaCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
         Command::User { cmd } => return exit_code(admin_cmd::run_user(&cmd)),
         Command::Role { cmd } => return exit_code(admin_cmd::run_role(&cmd)),
         Command::Audit { cmd } => return exit_code(audit_cmd::run_command(&cmd)),
+        Command::Opcua { cmd } => return exit_code(opcua_cmd::run(&cmd)),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(&config))),
         Command::Demo {
             data_dir,
@@ -181,6 +188,12 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let modbus_devices = match (&config.model, &model) {
         (Some(path), Some(m)) => gantry_connectors::modbus::load_devices(path, m)
             .map_err(|e| anyhow::anyhow!("invalid Modbus configuration:\n{e}"))?,
+        _ => Vec::new(),
+    };
+    // `[[opcua]]` servers in the site model; a bad one aborts the start.
+    let opcua_servers = match (&config.model, &model) {
+        (Some(path), Some(m)) => gantry_opcua::load_servers(path, m)
+            .map_err(|e| anyhow::anyhow!("invalid OPC UA configuration:\n{e}"))?,
         _ => Vec::new(),
     };
     if config.mqtt.is_none()
@@ -267,6 +280,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     }
     sources::spawn_write_auditor(write_outcomes, security.audit().cloned());
     sources::spawn_modbus(&broker, modbus_devices);
+    sources::spawn_opcua(&broker, &config.data_dir, opcua_servers)?;
     wait_for_shutdown(&broker, contracts.as_ref()).await
 }
 

@@ -1,5 +1,6 @@
 //! Wiring sources to the broker: the [`Sink`] that in-process sources publish
-//! through, the simulator built from a plant model, and the Modbus devices.
+//! through, the simulator built from a plant model, the Modbus devices and
+//! the OPC UA servers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +78,27 @@ pub fn spawn_modbus(broker: &Broker, devices: Vec<DeviceWithWrites>) {
             Ok(Box::new(source) as Box<dyn Source>)
         });
     }
+}
+
+/// Starts one source per `[[opcua]]` server, after creating the OPC UA
+/// application instance certificate in `data_dir` if it is missing.
+pub fn spawn_opcua(
+    broker: &Broker,
+    data_dir: &std::path::Path,
+    servers: Vec<gantry_opcua::ServerConfig>,
+) -> anyhow::Result<()> {
+    if servers.is_empty() {
+        return Ok(());
+    }
+    gantry_opcua::pki::ensure_instance_certificate(data_dir).map_err(anyhow::Error::msg)?;
+    for server in servers {
+        let data_dir = data_dir.to_path_buf();
+        spawn_source(broker.clone(), move || {
+            let source = gantry_opcua::OpcUaSource::new(server.clone(), &data_dir);
+            Ok(Box::new(source) as Box<dyn Source>)
+        });
+    }
+    Ok(())
 }
 
 /// Sends the writes the write-back gate released (`<equipment>/_cmd/<tag>`)
