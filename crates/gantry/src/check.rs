@@ -81,6 +81,13 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             Ok(model) => {
                 let mut errors = gantry_connectors::modbus::check_file(path, model, args.probe);
                 errors.extend(gantry_opcua::check_file(path, model));
+                // A tag has one source, whichever protocol feeds it.
+                if let (Ok(modbus), Ok(opcua)) = (
+                    gantry_connectors::modbus::load_devices(path, model),
+                    gantry_opcua::load_servers(path, model),
+                ) {
+                    errors.extend(crate::sources::conflicting_feeds(&modbus, &opcua));
+                }
                 errors
             }
             Err(_) => Vec::new(),

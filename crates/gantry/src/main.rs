@@ -196,6 +196,11 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("invalid OPC UA configuration:\n{e}"))?,
         _ => Vec::new(),
     };
+    let conflicts = sources::conflicting_feeds(&modbus_devices, &opcua_servers);
+    if !conflicts.is_empty() {
+        let lines: Vec<String> = conflicts.iter().map(|e| e.to_string()).collect();
+        anyhow::bail!("tags with two sources:\n{}", lines.join("\n"));
+    }
     if config.mqtt.is_none()
         && config.websocket.is_none()
         && config.mqtts.is_none()

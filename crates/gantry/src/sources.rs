@@ -307,3 +307,40 @@ pub async fn start_simulated_plcs(
     tokio::spawn(plant.run(broker.shutdown_signal()));
     Ok(())
 }
+
+/// Tags fed by both a Modbus device and an OPC UA server (explicit nodes;
+/// browsed ones are known only at run time): a tag has one source. Each
+/// conflict as an error located at the Modbus device.
+pub fn conflicting_feeds(
+    modbus: &[DeviceConfig],
+    opcua: &[gantry_opcua::ServerConfig],
+) -> Vec<gantry_model::ModelError> {
+    let mut by_topic = std::collections::HashMap::new();
+    for server in opcua {
+        for node in &server.nodes {
+            by_topic.insert(
+                node.topic.as_str(),
+                (server.name.as_str(), node.node_id.as_str()),
+            );
+        }
+    }
+    let mut errors = Vec::new();
+    for device in modbus {
+        for point in &device.points {
+            if let Some((server, node)) = by_topic.get(point.topic.as_str()) {
+                errors.push(gantry_model::ModelError {
+                    file: device.origin.file.clone(),
+                    line: device.origin.host_line,
+                    column: device.origin.host_column,
+                    field: device.origin.field.clone(),
+                    message: format!(
+                        "tag \"{}\" is read from Modbus device \"{}\" and from OPC UA server \"{server}\" (node {node})",
+                        point.topic, device.name
+                    ),
+                    hint: Some("a tag has one source: map it in one of them".to_owned()),
+                });
+            }
+        }
+    }
+    errors
+}

@@ -325,3 +325,46 @@ fn usage_errors_exit_with_status_2() {
         2
     );
 }
+
+#[test]
+fn a_tag_read_by_two_protocols_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site.toml");
+    std::fs::write(
+        &site,
+        r#"enterprise = "acme"
+[[site]]
+name = "dallas"
+[[equipment]]
+path = "acme/dallas/mixing/line-1/mixer"
+[equipment.tags.speed]
+type = "float"
+
+[[modbus]]
+name = "mixer-plc"
+host = "127.0.0.1"
+equipment = "acme/dallas/mixing/line-1/mixer"
+[[modbus.point]]
+tag = "speed"
+table = "holding"
+address = 0
+type = "float32"
+
+[[opcua]]
+name = "mixer-server"
+endpoint = "opc.tcp://127.0.0.1:4840"
+equipment = "acme/dallas/mixing/line-1/mixer"
+[[opcua.node]]
+tag = "speed"
+node_id = "ns=2;s=Mixer.Speed"
+"#,
+    )
+    .unwrap();
+    let out = check(&[site.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let expected = format!(
+        "{}:11:9: modbus[0]: tag \"acme/dallas/mixing/line-1/mixer/speed\" is read from Modbus device \"mixer-plc\" and from OPC UA server \"mixer-server\" (node ns=2;s=Mixer.Speed) (hint: a tag has one source: map it in one of them)",
+        site.display()
+    );
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+}
