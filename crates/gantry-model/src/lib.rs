@@ -8,7 +8,7 @@ pub mod path;
 pub mod payload;
 pub mod plant;
 pub mod standard;
-mod suggest;
+pub mod suggest;
 
 pub use name::{NameError, Segment, SystemSubtree, validate_segment};
 pub use path::{

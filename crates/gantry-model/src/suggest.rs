@@ -1,26 +1,43 @@
 //! "Did you mean" suggestions for misspelt keys and field names.
 
-/// The candidate closest to `input`, if it is close enough to be a likely typo.
-pub(crate) fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+/// The candidate closest to `input`, if it is close enough to be a likely
+/// typo: within one or two edits (ignoring ASCII case), a truncation
+/// (`timestamp` for `timestamp_ms`) or an abbreviation (`SignEncrypt` for
+/// `SignAndEncrypt`). Shared by every file parser that suggests names.
+pub fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
     // Keys longer than this are not typos of our short field names, and the
     // distance computation is quadratic.
     if input.len() > 64 {
         return None;
     }
-    // A truncated key (`timestamp` for `timestamp_ms`) is a likely mistake
-    // even when it is many edits away.
-    if input.len() >= 4
-        && let Some(candidate) = candidates.iter().find(|c| c.starts_with(input))
+    let lower = input.to_ascii_lowercase();
+    let folded: Vec<String> = candidates.iter().map(|c| c.to_ascii_lowercase()).collect();
+    // A truncated key is a likely mistake even when it is many edits away.
+    if lower.len() >= 4
+        && let Some(i) = folded.iter().position(|c| c.starts_with(&lower))
     {
-        return Some(candidate);
+        return Some(candidates[i]);
     }
     let max_distance = if input.chars().count() <= 3 { 1 } else { 2 };
-    candidates
+    let near = folded
         .iter()
-        .map(|candidate| (distance(input, candidate), *candidate))
+        .enumerate()
+        .map(|(i, candidate)| (distance(&lower, candidate), i))
         .filter(|(d, _)| *d <= max_distance)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, candidate)| candidate)
+        .map(|(_, i)| candidates[i]);
+    near.or_else(|| {
+        // An abbreviation: every character of the input, in order.
+        (lower.len() >= 4)
+            .then(|| folded.iter().position(|c| is_subsequence(&lower, c)))
+            .flatten()
+            .map(|i| candidates[i])
+    })
+}
+
+fn is_subsequence(short: &str, long: &str) -> bool {
+    let mut rest = long.chars();
+    short.chars().all(|c| rest.by_ref().any(|l| l == c))
 }
 
 /// Optimal string alignment distance: Levenshtein plus adjacent

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use gantry_connectors::modbus::{ConfigErrors, Target};
+use gantry_model::suggest::closest;
 use gantry_model::{Equipment, ModelError, PlantModel, TagType, validate_segment};
 use opcua::types::NodeId;
 use toml::de::{DeTable, DeValue};
@@ -1037,49 +1038,4 @@ pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
         .filter(|&&b| b & 0xC0 != 0x80)
         .count();
     (line, column)
-}
-
-/// The candidate within a small edit distance of `input`, if any.
-pub(crate) fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    if input.len() > 200 {
-        return None;
-    }
-    let lower = input.to_ascii_lowercase();
-    let limit = if input.chars().count() <= 3 { 1 } else { 2 };
-    candidates
-        .iter()
-        .map(|c| (distance(&lower, &c.to_ascii_lowercase()), *c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-        // A shortened name ("SignEncrypt", "publish_ms").
-        .or_else(|| {
-            (lower.len() >= 4)
-                .then(|| {
-                    candidates
-                        .iter()
-                        .find(|c| is_subsequence(&lower, &c.to_ascii_lowercase()))
-                        .copied()
-                })
-                .flatten()
-        })
-}
-
-fn is_subsequence(short: &str, long: &str) -> bool {
-    let mut rest = long.chars();
-    short.chars().all(|c| rest.by_ref().any(|l| l == c))
-}
-
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

@@ -10,6 +10,7 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
+use gantry_model::suggest::closest;
 use gantry_model::{Equipment, ModelError, PlantModel, TagSpec, TagType, validate_segment};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -1442,41 +1443,4 @@ fn type_synonym(s: &str) -> Option<&'static str> {
         "str" | "text" | "ascii" => Some("string"),
         other => TYPES.iter().copied().find(|t| *t == other),
     }
-}
-
-/// The candidate within a small edit distance of `input`, if any.
-fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    if input.len() > 200 {
-        return None;
-    }
-    if input.len() >= 4
-        && let Some(c) = candidates.iter().find(|c| c.starts_with(input))
-    {
-        return Some(c);
-    }
-    let limit = if input.chars().count() <= 3 { 1 } else { 2 };
-    candidates
-        .iter()
-        .map(|c| (edit_distance(input, c), *c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance with one rolling row.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
