@@ -9,6 +9,7 @@ pub mod payload;
 pub mod plant;
 pub mod standard;
 pub mod suggest;
+pub mod toml_check;
 
 pub use name::{NameError, Segment, SystemSubtree, validate_segment};
 pub use path::{

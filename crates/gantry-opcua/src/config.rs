@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use gantry_connectors::modbus::{ConfigErrors, Target};
 use gantry_model::suggest::closest;
+use gantry_model::toml_check::TomlChecker;
 use gantry_model::{Equipment, ModelError, PlantModel, TagType, validate_segment};
 use opcua::types::NodeId;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
 const SERVER_FIELDS: &[&str] = &[
     "name",
@@ -212,9 +213,7 @@ pub fn parse_servers(
     model: &PlantModel,
 ) -> Result<Vec<ServerConfig>, ConfigErrors> {
     let mut p = Parser {
-        src,
-        file,
-        errors: Vec::new(),
+        checker: TomlChecker::new(src, file),
     };
     let servers = match DeTable::parse(src) {
         Ok(root) => p.servers(root.get_ref(), model),
@@ -227,7 +226,7 @@ pub fn parse_servers(
         Ok(servers)
     } else {
         p.errors.sort_by_key(|e| (e.line, e.column));
-        Err(ConfigErrors(p.errors))
+        Err(ConfigErrors(p.checker.errors))
     }
 }
 
@@ -259,79 +258,27 @@ pub fn check_file(path: &std::path::Path, model: &PlantModel) -> Vec<ModelError>
     }
 }
 
+/// The `[[opcua]]` parser: the shared checks of [`TomlChecker`] (through
+/// `Deref`) plus what only OPC UA needs.
 struct Parser<'s> {
-    src: &'s str,
-    file: &'s str,
-    errors: Vec<ModelError>,
+    checker: TomlChecker<'s>,
+}
+
+impl<'s> std::ops::Deref for Parser<'s> {
+    type Target = TomlChecker<'s>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.checker
+    }
+}
+
+impl std::ops::DerefMut for Parser<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.checker
+    }
 }
 
 impl Parser<'_> {
-    fn error(
-        &mut self,
-        offset: usize,
-        field: &str,
-        message: impl Into<String>,
-        hint: Option<String>,
-    ) {
-        let (line, column) = line_col(self.src, offset);
-        self.errors.push(ModelError {
-            file: self.file.to_owned(),
-            line,
-            column,
-            field: field.to_owned(),
-            message: message.into(),
-            hint,
-        });
-    }
-
-    /// The first character inside a quoted string value starting at `offset`.
-    fn inside(&self, offset: usize) -> usize {
-        match self.src.as_bytes().get(offset) {
-            Some(b'"' | b'\'') => offset + 1,
-            _ => offset,
-        }
-    }
-
-    fn unknown_fields(&mut self, table: &DeTable<'_>, prefix: &str, allowed: &[&str]) {
-        for (key, _) in table.iter() {
-            let name: &str = key.get_ref();
-            if allowed.contains(&name) {
-                continue;
-            }
-            let hint = match closest(name, allowed) {
-                Some(s) => format!("did you mean \"{s}\"?"),
-                None => format!("expected one of: {}", allowed.join(", ")),
-            };
-            self.error(
-                key.span().start,
-                &format!("{prefix}.{name}"),
-                "unknown field",
-                Some(hint),
-            );
-        }
-    }
-
-    fn string<'t>(
-        &mut self,
-        table: &'t DeTable<'_>,
-        key: &str,
-        field: &str,
-    ) -> Option<(&'t str, usize)> {
-        let item = table.get(key)?;
-        match item.get_ref() {
-            DeValue::String(s) => Some((s.as_ref(), item.span().start)),
-            other => {
-                self.error(
-                    item.span().start,
-                    field,
-                    format!("must be a string, got {}", other.type_str()),
-                    None,
-                );
-                None
-            }
-        }
-    }
-
     /// A required string: reports a missing field at `at`.
     fn required<'t>(
         &mut self,
@@ -358,35 +305,12 @@ impl Parser<'_> {
         max: i64,
         default: i64,
     ) -> Option<i64> {
-        let Some(item) = table.get(key) else {
+        if !table.contains_key(key) {
             return Some(default);
-        };
-        let at = item.span().start;
-        let DeValue::Integer(i) = item.get_ref() else {
-            self.error(
-                at,
-                field,
-                format!("must be an integer, got {}", item.get_ref().type_str()),
-                None,
-            );
-            return None;
-        };
-        match i64::from_str_radix(i.as_str(), i.radix()) {
-            Ok(n) if (min..=max).contains(&n) => Some(n),
-            Ok(n) => {
-                self.error(
-                    at,
-                    field,
-                    format!("{n} is out of range {min}..={max}"),
-                    None,
-                );
-                None
-            }
-            Err(_) => {
-                self.error(at, field, "integer out of range", None);
-                None
-            }
         }
+        self.checker
+            .integer(table, key, field, min, max, None)
+            .map(|(n, _)| n)
     }
 
     fn millis(
@@ -409,32 +333,15 @@ impl Parser<'_> {
 
     /// A finite, non-negative number (integer or float).
     fn non_negative(&mut self, table: &DeTable<'_>, key: &str, field: &str) -> Option<Option<f64>> {
-        let Some(item) = table.get(key) else {
+        if !table.contains_key(key) {
             return Some(None);
-        };
-        let at = item.span().start;
-        let parsed = match item.get_ref() {
-            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-                .ok()
-                .map(|i| i as f64),
-            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
-            other => {
-                self.error(
-                    at,
-                    field,
-                    format!("must be a number, got {}", other.type_str()),
-                    None,
-                );
-                return None;
-            }
-        };
-        match parsed {
-            Some(n) if n.is_finite() && n >= 0.0 => Some(Some(n)),
-            _ => {
-                self.error(at, field, "must be a finite number >= 0", None);
-                None
-            }
         }
+        let (n, at) = self.checker.number(table, key, field)?;
+        if n < 0.0 {
+            self.error(at, field, "must be a finite number >= 0", None);
+            return None;
+        }
+        Some(Some(n))
     }
 
     fn choice<T>(
@@ -458,49 +365,8 @@ impl Parser<'_> {
             Some(s) => format!("did you mean \"{s}\"?"),
             None => format!("one of {}", choices.join(", ")),
         };
-        self.error(
-            self.inside(at),
-            field,
-            format!("unknown {what} \"{value}\""),
-            Some(hint),
-        );
+        self.error_inside(at, field, format!("unknown {what} \"{value}\""), Some(hint));
         None
-    }
-
-    fn array_of_tables<'t, 'i>(
-        &mut self,
-        table: &'t DeTable<'i>,
-        key: &str,
-        field: &str,
-    ) -> Vec<(usize, &'t DeTable<'i>, usize)> {
-        let Some(item) = table.get(key) else {
-            return Vec::new();
-        };
-        let DeValue::Array(array) = item.get_ref() else {
-            self.error(
-                item.span().start,
-                field,
-                format!(
-                    "must be an array of tables ([[{field}]]), got {}",
-                    item.get_ref().type_str()
-                ),
-                None,
-            );
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(array.len());
-        for (index, element) in array.iter().enumerate() {
-            match element.get_ref() {
-                DeValue::Table(t) => out.push((index, t, element.span().start)),
-                other => self.error(
-                    element.span().start,
-                    &format!("{field}[{index}]"),
-                    format!("must be a table, got {}", other.type_str()),
-                    None,
-                ),
-            }
-        }
-        out
     }
 
     fn servers(&mut self, root: &DeTable<'_>, model: &PlantModel) -> Vec<ServerConfig> {
@@ -512,8 +378,8 @@ impl Parser<'_> {
             if let Some(server) = self.server(table, at, &field, model, &mut topics) {
                 let name_at = table.get("name").map_or(at, |n| n.span().start);
                 if let Some((first, line)) = names.get(&server.name) {
-                    self.error(
-                        self.inside(name_at),
+                    self.error_inside(
+                        name_at,
                         &format!("{field}.name"),
                         format!(
                             "duplicate server name \"{}\", already used by {first} on line {line}",
@@ -523,7 +389,7 @@ impl Parser<'_> {
                     );
                     continue;
                 }
-                let line = line_col(self.src, name_at).0;
+                let line = self.line_of(name_at);
                 names.insert(server.name.clone(), (field.clone(), line));
                 servers.push(server);
             }
@@ -546,7 +412,7 @@ impl Parser<'_> {
             Some((name, offset)) => match validate_segment(name) {
                 Ok(()) => Some(name.to_owned()),
                 Err(e) => {
-                    self.error(self.inside(offset), &f("name"), e.to_string(), e.hint());
+                    self.error_inside(offset, &f("name"), e.to_string(), e.hint());
                     None
                 }
             },
@@ -562,7 +428,7 @@ impl Parser<'_> {
             Some((url, offset)) => match check_endpoint(url) {
                 Ok(()) => Some(url.to_owned()),
                 Err((message, hint)) => {
-                    self.error(self.inside(offset), &f("endpoint"), message, Some(hint));
+                    self.error_inside(offset, &f("endpoint"), message, Some(hint));
                     None
                 }
             },
@@ -604,8 +470,8 @@ impl Parser<'_> {
                 } else {
                     p_at
                 };
-                self.error(
-                    self.inside(at),
+                self.error_inside(
+                    at,
                     &f("security_mode"),
                     format!(
                         "security mode \"{}\" needs a security policy other than \"None\"",
@@ -615,8 +481,8 @@ impl Parser<'_> {
                 );
                 security_ok = false;
             } else if p != Policy::None && m == Mode::None {
-                self.error(
-                    self.inside(m_at),
+                self.error_inside(
+                    m_at,
                     &f("security_mode"),
                     format!(
                         "security policy \"{}\" needs security mode \"Sign\" or \"SignAndEncrypt\"",
@@ -645,8 +511,8 @@ impl Parser<'_> {
         if let Some((var, var_at)) = password_env
             && (var.is_empty() || var.contains('=') || var.contains('\0'))
         {
-            self.error(
-                self.inside(var_at),
+            self.error_inside(
+                var_at,
                 &f("password_env"),
                 format!("\"{var}\" is not an environment variable name"),
                 Some(
@@ -664,12 +530,7 @@ impl Parser<'_> {
         match (username, &password) {
             (Some((user, user_at)), None) => {
                 if user.is_empty() {
-                    self.error(
-                        self.inside(user_at),
-                        &f("username"),
-                        "must not be empty",
-                        None,
-                    );
+                    self.error_inside(user_at, &f("username"), "must not be empty", None);
                 } else {
                     self.error(
                         user_at,
@@ -727,8 +588,8 @@ impl Parser<'_> {
                     let hint = closest(path, &candidates)
                         .map(|s| format!("did you mean \"{s}\"?"))
                         .or_else(|| Some("an equipment path declared in [[equipment]]".to_owned()));
-                    self.error(
-                        self.inside(offset),
+                    self.error_inside(
+                        offset,
                         &f("equipment"),
                         format!("no equipment \"{path}\" in the model"),
                         hint,
@@ -767,8 +628,8 @@ impl Parser<'_> {
                 Some(b) => {
                     if !folders.insert(b.folder.clone()) {
                         let offset = spec.get("folder").map_or(browse_at, |i| i.span().start);
-                        self.error(
-                            self.inside(offset),
+                        self.error_inside(
+                            offset,
                             &format!("{browse_field}.folder"),
                             format!("folder \"{}\" is browsed twice", b.folder),
                             None,
@@ -835,8 +696,8 @@ impl Parser<'_> {
             Some((id, offset)) => match NodeId::from_str(id) {
                 Ok(_) => {
                     if let Some(first) = node_ids.get(id) {
-                        self.error(
-                            self.inside(offset),
+                        self.error_inside(
+                            offset,
                             &f("node_id"),
                             format!("node \"{id}\" is already mapped by {first}"),
                             Some("map each node to one tag".to_owned()),
@@ -848,8 +709,8 @@ impl Parser<'_> {
                     }
                 }
                 Err(_) => {
-                    self.error(
-                        self.inside(offset),
+                    self.error_inside(
+                        offset,
                         &f("node_id"),
                         format!("\"{id}\" is not a node id"),
                         Some("ns=<index>;<i|s|g|b>=<identifier>, e.g. \"ns=2;s=Mixer.Temperature\" or \"i=2258\"".to_owned()),
@@ -873,8 +734,8 @@ impl Parser<'_> {
                         None if names.is_empty() => "the equipment declares no tags".to_owned(),
                         None => format!("tags of this equipment: {}", names.join(", ")),
                     };
-                    self.error(
-                        self.inside(offset),
+                    self.error_inside(
+                        offset,
                         &f("tag"),
                         format!(
                             "no tag \"{path}\" under equipment \"{}\" in the model",
@@ -890,8 +751,8 @@ impl Parser<'_> {
         let (tag_spec, tag_at) = tag_spec?;
         let topic = format!("{}/{}", equipment?.path.as_str(), tag_spec.path.as_str());
         if let Some((first, line)) = topics.get(&topic) {
-            self.error(
-                self.inside(tag_at),
+            self.error_inside(
+                tag_at,
                 &f("tag"),
                 format!(
                     "tag \"{}\" is already fed by {first} on line {line}",
@@ -901,10 +762,7 @@ impl Parser<'_> {
             );
             return None;
         }
-        topics.insert(
-            topic.clone(),
-            (field.to_owned(), line_col(self.src, tag_at).0),
-        );
+        topics.insert(topic.clone(), (field.to_owned(), self.line_of(tag_at)));
         let target = target_of(&tag_spec.tag_type);
         if let (Some(Some(_)), Some(d)) = (deadband, spec.get("deadband"))
             && !matches!(target, Target::Float | Target::Int)
@@ -946,8 +804,8 @@ impl Parser<'_> {
                 match NodeId::from_str(id) {
                     Ok(_) => Some(id.to_owned()),
                     Err(_) => {
-                        self.error(
-                        self.inside(offset),
+                        self.error_inside(
+                        offset,
                         &f("folder"),
                         format!("\"{id}\" is not a node id"),
                         Some("the node id of an Object or folder, e.g. \"ns=2;s=Mixer.Counters\"".to_owned()),
@@ -962,8 +820,8 @@ impl Parser<'_> {
             Some((p, offset)) => {
                 let trimmed = p.trim_end_matches('/');
                 if !trimmed.is_empty() && trimmed.split('/').any(|s| validate_segment(s).is_err()) {
-                    self.error(
-                        self.inside(offset),
+                    self.error_inside(
+                        offset,
                         &f("tags_prefix"),
                         format!("\"{p}\" is not a tag path prefix"),
                         Some(
@@ -1026,16 +884,4 @@ fn check_endpoint(url: &str) -> Result<(), (String, String)> {
         return Err((format!("bad port \"{port}\" in endpoint \"{url}\""), hint()));
     }
     Ok(())
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let bytes = &src.as_bytes()[..offset.min(src.len())];
-    let line_start = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |n| n + 1);
-    let line = 1 + bytes.iter().filter(|&&b| b == b'\n').count();
-    let column = 1 + bytes[line_start..]
-        .iter()
-        .filter(|&&b| b & 0xC0 != 0x80)
-        .count();
-    (line, column)
 }

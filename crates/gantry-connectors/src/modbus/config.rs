@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use gantry_model::suggest::closest;
+use gantry_model::toml_check::TomlChecker;
 use gantry_model::{Equipment, ModelError, PlantModel, TagSpec, TagType, validate_segment};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -333,10 +334,7 @@ fn parse_all(
     model: &PlantModel,
 ) -> (Vec<DeviceConfig>, Vec<ModelError>, Vec<HostRef>) {
     let mut p = Parser {
-        src,
-        file,
-        errors: Vec::new(),
-        lines: gantry_model::LineIndex::new(src),
+        checker: TomlChecker::new(src, file),
         hosts: Vec::new(),
     };
     let devices = match DeTable::parse(src) {
@@ -347,7 +345,7 @@ fn parse_all(
         }
     };
     p.errors.sort_by_key(|e| (e.line, e.column));
-    (devices, p.errors, p.hosts)
+    (devices, p.checker.errors, p.hosts)
 }
 
 /// Reads `path` and parses its `[[modbus]]` devices against `model`.
@@ -478,11 +476,10 @@ type Item<'i> = Spanned<DeValue<'i>>;
 /// A device's host and port, and where they are declared.
 type HostRef = (String, u16, Origin);
 
+/// The `[[modbus]]` parser: the shared checks of [`TomlChecker`] (through
+/// `Deref`) plus what only Modbus needs.
 struct Parser<'s> {
-    src: &'s str,
-    file: &'s str,
-    errors: Vec<ModelError>,
-    lines: gantry_model::LineIndex,
+    checker: TomlChecker<'s>,
     /// Every device's host and port that parsed, even in an otherwise bad
     /// device, so `gantry check` can resolve them all.
     hosts: Vec<HostRef>,
@@ -496,144 +493,21 @@ struct Occupied {
     tag: String,
 }
 
+impl<'s> std::ops::Deref for Parser<'s> {
+    type Target = TomlChecker<'s>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.checker
+    }
+}
+
+impl std::ops::DerefMut for Parser<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.checker
+    }
+}
+
 impl<'s> Parser<'s> {
-    fn error(
-        &mut self,
-        offset: usize,
-        field: &str,
-        message: impl Into<String>,
-        hint: Option<String>,
-    ) {
-        let (line, column) = self.lines.pos(self.src, offset);
-        self.errors.push(ModelError {
-            file: self.file.to_owned(),
-            line,
-            column,
-            field: field.to_owned(),
-            message: message.into(),
-            hint,
-        });
-    }
-
-    /// The first character inside a quoted string value starting at `offset`.
-    fn inside(&self, offset: usize) -> usize {
-        match self.src.as_bytes().get(offset) {
-            Some(b'"' | b'\'') => offset + 1,
-            _ => offset,
-        }
-    }
-
-    fn line_of(&self, offset: usize) -> usize {
-        self.lines.pos(self.src, offset).0
-    }
-
-    fn unknown_fields(&mut self, table: &DeTable<'_>, prefix: &str, allowed: &[&str]) {
-        for (key, _) in table.iter() {
-            let name: &str = key.get_ref();
-            if allowed.contains(&name) {
-                continue;
-            }
-            let hint = match closest(name, allowed) {
-                Some(s) => format!("did you mean \"{s}\"?"),
-                None => format!("expected one of: {}", allowed.join(", ")),
-            };
-            self.error(
-                key.span().start,
-                &format!("{prefix}.{name}"),
-                "unknown field",
-                Some(hint),
-            );
-        }
-    }
-
-    fn string<'t>(
-        &mut self,
-        table: &'t DeTable<'_>,
-        key: &str,
-        field: &str,
-    ) -> Option<(&'t str, usize)> {
-        let item = table.get(key)?;
-        match item.get_ref() {
-            DeValue::String(s) => Some((s.as_ref(), item.span().start)),
-            other => {
-                self.error(
-                    item.span().start,
-                    field,
-                    format!("must be a string, got {}", other.type_str()),
-                    None,
-                );
-                None
-            }
-        }
-    }
-
-    /// An integer field within `min..=max`.
-    fn integer(
-        &mut self,
-        table: &DeTable<'_>,
-        key: &str,
-        field: &str,
-        min: i64,
-        max: i64,
-        hint: Option<&str>,
-    ) -> Option<(i64, usize)> {
-        let item = table.get(key)?;
-        let at = item.span().start;
-        let DeValue::Integer(i) = item.get_ref() else {
-            self.error(
-                at,
-                field,
-                format!("must be an integer, got {}", item.get_ref().type_str()),
-                None,
-            );
-            return None;
-        };
-        match i64::from_str_radix(i.as_str(), i.radix()) {
-            Ok(n) if (min..=max).contains(&n) => Some((n, at)),
-            Ok(n) => {
-                self.error(
-                    at,
-                    field,
-                    format!("{n} is out of range {min}..={max}"),
-                    hint.map(str::to_owned),
-                );
-                None
-            }
-            Err(_) => {
-                self.error(at, field, "integer out of range", None);
-                None
-            }
-        }
-    }
-
-    /// A finite number (integer or float).
-    fn number(&mut self, table: &DeTable<'_>, key: &str, field: &str) -> Option<(f64, usize)> {
-        let item = table.get(key)?;
-        let at = item.span().start;
-        let parsed = match item.get_ref() {
-            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-                .ok()
-                .map(|i| i as f64),
-            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
-            other => {
-                self.error(
-                    at,
-                    field,
-                    format!("must be a number, got {}", other.type_str()),
-                    None,
-                );
-                return None;
-            }
-        };
-        match parsed {
-            Some(n) if n.is_finite() => Some((n, at)),
-            _ => {
-                self.error(at, field, "must be a finite number", None);
-                None
-            }
-        }
-    }
-
     /// One of `choices`; unknown values get a did-you-mean hint.
     fn choice<'c>(
         &mut self,
@@ -654,42 +528,6 @@ impl<'s> Parser<'s> {
         };
         self.error(at, field, format!("unknown {what} \"{value}\""), Some(hint));
         None
-    }
-
-    fn array_of_tables<'t, 'i>(
-        &mut self,
-        table: &'t DeTable<'i>,
-        key: &str,
-        field: &str,
-    ) -> Vec<(usize, &'t DeTable<'i>, usize)> {
-        let Some(item) = table.get(key) else {
-            return Vec::new();
-        };
-        let DeValue::Array(array) = item.get_ref() else {
-            self.error(
-                item.span().start,
-                field,
-                format!(
-                    "must be an array of tables ([[{field}]]), got {}",
-                    item.get_ref().type_str()
-                ),
-                None,
-            );
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(array.len());
-        for (index, element) in array.iter().enumerate() {
-            match element.get_ref() {
-                DeValue::Table(t) => out.push((index, t, element.span().start)),
-                other => self.error(
-                    element.span().start,
-                    &format!("{field}[{index}]"),
-                    format!("must be a table, got {}", other.type_str()),
-                    None,
-                ),
-            }
-        }
-        out
     }
 
     fn devices(&mut self, root: &DeTable<'_>, model: &PlantModel) -> Vec<DeviceConfig> {
@@ -737,7 +575,8 @@ impl<'s> Parser<'s> {
             Some((name, offset)) => match validate_segment(name) {
                 Ok(()) => Some(name.to_owned()),
                 Err(e) => {
-                    self.error(self.inside(offset), &f("name"), e.to_string(), e.hint());
+                    let at = self.inside(offset);
+                    self.error(at, &f("name"), e.to_string(), e.hint());
                     None
                 }
             },
@@ -884,7 +723,7 @@ impl<'s> Parser<'s> {
         }
 
         let host_offset = host.as_ref().map_or(at, |(_, o)| *o);
-        let (host_line, host_column) = self.lines.pos(self.src, self.inside(host_offset));
+        let (host_line, host_column) = self.pos(self.inside(host_offset));
         let origin = Origin {
             file: self.file.to_owned(),
             field: field.to_owned(),
