@@ -20,6 +20,7 @@ pytestmark = pytest.mark.gantry_only(reason="the demo plant is Gantry's")
 
 STATES = ["running", "idle", "starved", "blocked", "faulted", "changeover", "planned-stop"]
 FILLER = "acme/dallas/packaging/line-1/filler"
+HEALTH = "acme/_sys/connectors/modbus/line-1-filler-plc"
 
 
 @pytest.fixture
@@ -27,20 +28,16 @@ def demo(tmp_path):
     if not gantry_bin().exists():
         pytest.fail(f"gantry binary not found at {gantry_bin()}", pytrace=False)
     mqtt_port, ws_port = free_port(), free_port()
-    # Six PLC ports in a row: try a few random bases until one is free.
-    base = free_port()
-    while base > 60000 or not all(not port_open(base + i, 0.05) for i in range(6)):
-        base = free_port()
     log = open(tmp_path / "demo.log", "w")
+    # The PLCs take free ports (0); the connector's health record says which.
     proc = subprocess.Popen(
         [str(gantry_bin()), "demo", "--data-dir", str(tmp_path / "data"),
          "--mqtt-port", str(mqtt_port), "--ws-port", str(ws_port),
-         "--modbus-base-port", str(base)],
+         "--modbus-base-port", "0"],
         stdout=log, stderr=subprocess.STDOUT)
     try:
-        assert wait_until(lambda: port_open(mqtt_port) and port_open(base), 20), \
-            (tmp_path / "demo.log").read_text()
-        yield mqtt_port, base
+        assert wait_until(lambda: port_open(mqtt_port), 20), (tmp_path / "demo.log").read_text()
+        yield mqtt_port
     finally:
         proc.terminate()
         try:
@@ -57,9 +54,11 @@ class Mqtt:
         self.values: dict[str, object] = {}
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-plc-test")
         self.c.on_message = lambda _c, _u, m: self.values.__setitem__(
-            m.topic, json.loads(m.payload).get("value") if m.payload.startswith(b"{\"timestamp") else m.payload)
+            m.topic, json.loads(m.payload).get("value") if m.payload.startswith(b"{\"timestamp")
+            else json.loads(m.payload))
         # Subscribe once connected (paho does not queue a SUBSCRIBE before).
-        self.c.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(f"{FILLER}/#", 0)
+        self.c.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(
+            [(f"{FILLER}/#", 0), (HEALTH, 0)])
         self.c.connect(HOST, clients_module_port)
         self.c.loop_start()
 
@@ -69,10 +68,11 @@ class Mqtt:
 
 
 def test_a_pymodbus_client_reads_what_the_namespace_shows(demo):
-    mqtt_port, base = demo
-    plc = ModbusTcpClient(HOST, port=base)
-    assert plc.connect()
+    mqtt_port = demo
     watcher = Mqtt(mqtt_port)
+    assert wait_until(lambda: HEALTH in watcher.values, 10), watcher.values
+    plc = ModbusTcpClient(HOST, port=watcher.values[HEALTH]["port"])
+    assert plc.connect()
     try:
         assert wait_until(lambda: f"{FILLER}/state" in watcher.values, 10)
         regs = plc.read_input_registers(0, count=29, device_id=1)
