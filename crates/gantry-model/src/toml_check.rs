@@ -6,7 +6,7 @@
 
 use toml::de::{DeTable, DeValue};
 
-use crate::plant::{LineIndex, ModelError};
+use crate::plant::{Equipment, LineIndex, ModelError, PlantModel, TagSpec};
 use crate::suggest::closest;
 
 /// Collects [`ModelError`]s for one source file.
@@ -183,6 +183,65 @@ impl<'s> TomlChecker<'s> {
                 None
             }
         }
+    }
+
+    /// The model's equipment at `path`; otherwise an error at `at` with a
+    /// did-you-mean among the declared equipment.
+    pub fn model_equipment<'m>(
+        &mut self,
+        model: &'m PlantModel,
+        path: &str,
+        at: usize,
+        field: &str,
+    ) -> Option<&'m Equipment> {
+        if let Some(e) = model.equipment_at(path) {
+            return Some(e);
+        }
+        let candidates: Vec<&str> = model.equipment().iter().map(|e| e.path.as_str()).collect();
+        let hint = closest(path, &candidates)
+            .map(|s| format!("did you mean \"{s}\"?"))
+            .unwrap_or_else(|| "an equipment path declared in [[equipment]]".to_owned());
+        self.error(
+            at,
+            field,
+            format!("no equipment \"{path}\" in the model"),
+            Some(hint),
+        );
+        None
+    }
+
+    /// The tag `path` of `equipment` (looked up in the model's index, not
+    /// by scanning); otherwise an error at `at` naming the nearest tags.
+    pub fn equipment_tag<'m>(
+        &mut self,
+        model: &'m PlantModel,
+        equipment: &Equipment,
+        path: &str,
+        at: usize,
+        field: &str,
+    ) -> Option<&'m TagSpec> {
+        let topic = format!("{}/{path}", equipment.path.as_str());
+        if let Some((owner, tag)) = model.tag_for_topic(&topic)
+            && owner.path == equipment.path
+        {
+            return Some(tag);
+        }
+        let names: Vec<&str> = equipment.tags.iter().map(|t| t.path.as_str()).collect();
+        let hint = match closest(path, &names) {
+            Some(s) => format!("did you mean \"{s}\"?"),
+            None if names.is_empty() => "the equipment declares no tags".to_owned(),
+            None => format!("tags of this equipment: {}", names.join(", ")),
+        };
+        self.error(
+            at,
+            field,
+            format!(
+                "no tag \"{path}\" under equipment \"{}\" in the model",
+                equipment.path.as_str()
+            ),
+            Some(hint),
+        );
+        None
     }
 
     /// The tables of an array-of-tables field (`[[key]]`) with their index

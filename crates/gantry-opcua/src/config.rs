@@ -580,23 +580,10 @@ impl Parser<'_> {
             at,
             "the equipment path whose tags the nodes feed",
         ) {
-            Some((path, offset)) => match model.equipment_at(path) {
-                Some(e) => Some(e),
-                None => {
-                    let candidates: Vec<&str> =
-                        model.equipment().iter().map(|e| e.path.as_str()).collect();
-                    let hint = closest(path, &candidates)
-                        .map(|s| format!("did you mean \"{s}\"?"))
-                        .or_else(|| Some("an equipment path declared in [[equipment]]".to_owned()));
-                    self.error_inside(
-                        offset,
-                        &f("equipment"),
-                        format!("no equipment \"{path}\" in the model"),
-                        hint,
-                    );
-                    None
-                }
-            },
+            Some((path, offset)) => {
+                let at = self.inside(offset);
+                self.model_equipment(model, path, at, &f("equipment"))
+            }
             None => None,
         };
 
@@ -615,7 +602,14 @@ impl Parser<'_> {
         let mut nodes_ok = true;
         for (index, spec, node_at) in node_tables {
             let node_field = format!("{field}.node[{index}]");
-            match self.node(spec, node_at, &node_field, equipment, topics, &mut node_ids) {
+            match self.node(
+                spec,
+                node_at,
+                &node_field,
+                equipment.map(|e| (model, e)),
+                topics,
+                &mut node_ids,
+            ) {
                 Some(node) => nodes.push(node),
                 None => nodes_ok = false,
             }
@@ -673,10 +667,11 @@ impl Parser<'_> {
         spec: &DeTable<'_>,
         at: usize,
         field: &str,
-        equipment: Option<&Equipment>,
+        owner: Option<(&PlantModel, &Equipment)>,
         topics: &mut HashMap<String, (String, usize)>,
         node_ids: &mut HashMap<String, String>,
     ) -> Option<NodeConfig> {
+        let equipment = owner.map(|(_, e)| e);
         self.unknown_fields(spec, field, NODE_FIELDS);
         let f = |key: &str| format!("{field}.{key}");
         let tag = self.required(
@@ -724,28 +719,12 @@ impl Parser<'_> {
         let queue_size = self.integer(spec, "queue_size", &f("queue_size"), 1, 10_000, 1);
         let deadband = self.non_negative(spec, "deadband", &f("deadband"));
 
-        let tag_spec = match (tag, equipment) {
-            (Some((path, offset)), Some(equipment)) => match equipment.tag(path) {
-                Some(t) => Some((t, offset)),
-                None => {
-                    let names: Vec<&str> = equipment.tags.iter().map(|t| t.path.as_str()).collect();
-                    let hint = match closest(path, &names) {
-                        Some(s) => format!("did you mean \"{s}\"?"),
-                        None if names.is_empty() => "the equipment declares no tags".to_owned(),
-                        None => format!("tags of this equipment: {}", names.join(", ")),
-                    };
-                    self.error_inside(
-                        offset,
-                        &f("tag"),
-                        format!(
-                            "no tag \"{path}\" under equipment \"{}\" in the model",
-                            equipment.path.as_str()
-                        ),
-                        Some(hint),
-                    );
-                    None
-                }
-            },
+        let tag_spec = match (tag, owner) {
+            (Some((path, offset)), Some((model, equipment))) => {
+                let at = self.inside(offset);
+                self.equipment_tag(model, equipment, path, at, &f("tag"))
+                    .map(|t| (t, offset))
+            }
             _ => None,
         };
         let (tag_spec, tag_at) = tag_spec?;

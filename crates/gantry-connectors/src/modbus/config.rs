@@ -666,23 +666,7 @@ impl<'s> Parser<'s> {
         };
 
         let equipment = match self.string(table, "equipment", &f("equipment")) {
-            Some((path, offset)) => match model.equipment_at(path) {
-                Some(e) => Some(e),
-                None => {
-                    let candidates: Vec<&str> =
-                        model.equipment().iter().map(|e| e.path.as_str()).collect();
-                    let hint = closest(path, &candidates)
-                        .map(|s| format!("did you mean \"{s}\"?"))
-                        .or_else(|| Some("an equipment path declared in [[equipment]]".to_owned()));
-                    self.error(
-                        offset,
-                        &f("equipment"),
-                        format!("no equipment \"{path}\" in the model"),
-                        hint,
-                    );
-                    None
-                }
-            },
+            Some((path, offset)) => self.model_equipment(model, path, offset, &f("equipment")),
             None => {
                 if !table.contains_key("equipment") {
                     self.error(
@@ -707,14 +691,9 @@ impl<'s> Parser<'s> {
         }
         let mut points = Vec::with_capacity(point_tables.len());
         let mut occupied: HashMap<Table, Vec<Occupied>> = HashMap::new();
-        // The equipment's tags by path: one lookup per point, not a scan.
-        let tag_index: HashMap<&str, &TagSpec> = equipment
-            .map(|e| e.tags.iter().map(|t| (t.path.as_str(), t)).collect())
-            .unwrap_or_default();
         for (index, spec, point_at) in point_tables {
             let point_field = format!("{field}.point[{index}]");
-            if let Some(point) =
-                self.point(spec, point_at, &point_field, equipment, &tag_index, topics)
+            if let Some(point) = self.point(spec, point_at, &point_field, model, equipment, topics)
             {
                 let address_at = spec.get("address").map_or(point_at, |a| a.span().start);
                 self.overlaps(&point, &point_field, address_at, &mut occupied);
@@ -805,8 +784,8 @@ impl<'s> Parser<'s> {
         spec: &DeTable<'_>,
         at: usize,
         field: &str,
+        model: &PlantModel,
         equipment: Option<&Equipment>,
-        tag_index: &HashMap<&str, &TagSpec>,
         topics: &mut HashMap<String, (String, usize)>,
     ) -> Option<PointConfig> {
         self.unknown_fields(spec, field, POINT_FIELDS);
@@ -827,27 +806,9 @@ impl<'s> Parser<'s> {
             );
         }
         let tag_spec = match (tag, equipment) {
-            (Some((path, offset)), Some(equipment)) => match tag_index.get(path) {
-                Some(spec) => Some((*spec, offset)),
-                None => {
-                    let names: Vec<&str> = equipment.tags.iter().map(|t| t.path.as_str()).collect();
-                    let hint = match closest(path, &names) {
-                        Some(s) => format!("did you mean \"{s}\"?"),
-                        None if names.is_empty() => "the equipment declares no tags".to_owned(),
-                        None => format!("tags of this equipment: {}", names.join(", ")),
-                    };
-                    self.error(
-                        offset,
-                        &f("tag"),
-                        format!(
-                            "no tag \"{path}\" under equipment \"{}\" in the model",
-                            equipment.path.as_str()
-                        ),
-                        Some(hint),
-                    );
-                    None
-                }
-            },
+            (Some((path, offset)), Some(equipment)) => self
+                .equipment_tag(model, equipment, path, offset, &f("tag"))
+                .map(|t| (t, offset)),
             _ => None,
         };
 
