@@ -1,0 +1,43 @@
+//! The historian's errors.
+
+use std::path::PathBuf;
+
+/// What went wrong in the historian, naming the store and the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum HistorianError {
+    #[error("history database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the history directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("PostgreSQL history store: {0}")]
+    Postgres(String),
+    #[error("history database {path} has schema version {found}; this Gantry reads version {expected}")]
+    SchemaVersion {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
+    #[error("invalid query: {0}")]
+    Query(String),
+    #[error("no permission to read {0}")]
+    Denied(String),
+    #[error("the historian has stopped")]
+    Stopped,
+}
+
+impl HistorianError {
+    pub(crate) fn sqlite(path: &std::path::Path, source: rusqlite::Error) -> Self {
+        HistorianError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! What a history store answers: the primitive reads every query type is
+//! built from. The SQLite and PostgreSQL stores implement it; [`crate::query`]
+//! does the rest in one place, so both backends give the same answers.
+
+use crate::error::HistorianError;
+use crate::point::{Gap, PointRow, SeriesInfo};
+use crate::rollup::{RollupLevel, RollupRow};
+
+/// Read access to stored history. Time ranges are half-open `[from, to)` in
+/// Unix milliseconds; rows come in ascending time order.
+pub trait HistoryRead: Send {
+    /// Series whose topic matches the MQTT filter (`acme/dallas/#`, an exact
+    /// topic, or with `+`), ordered by topic.
+    fn series_matching(&mut self, filter: &str) -> Result<Vec<SeriesInfo>, HistorianError>;
+
+    /// Raw values of one series in `[from, to)`, passed to `visit` in time
+    /// order; `visit` returns false to stop early.
+    fn points(
+        &mut self,
+        series_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(PointRow) -> bool,
+    ) -> Result<(), HistorianError>;
+
+    /// The latest value at or before `at_ms`.
+    fn last_at_or_before(&mut self, series_id: i64, at_ms: i64) -> Result<Option<PointRow>, HistorianError>;
+
+    /// The first value at or after `at_ms`.
+    fn first_at_or_after(&mut self, series_id: i64, at_ms: i64) -> Result<Option<PointRow>, HistorianError>;
+
+    /// Rollup rows of one series whose bucket starts in `[from, to)`.
+    fn rollups(
+        &mut self,
+        level: RollupLevel,
+        series_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<RollupRow>, HistorianError>;
+
+    /// The latest value at or before `at_ms` of each series in `series`
+    /// (series with none are left out). Backends answer this in one pass.
+    fn snapshot(&mut self, series: &[i64], at_ms: i64) -> Result<Vec<(i64, PointRow)>, HistorianError>;
+
+    /// Recorded gaps overlapping `[from, to)`.
+    fn gaps(&mut self, from_ms: i64, to_ms: i64) -> Result<Vec<Gap>, HistorianError>;
+
+    /// Number of raw values in `[from, to)` over the given series (for export
+    /// progress).
+    fn count_points(&mut self, series: &[i64], from_ms: i64, to_ms: i64) -> Result<u64, HistorianError>;
+}

@@ -1,0 +1,254 @@
+//! 1-minute and 1-hour rollups: per series and bucket the count, minimum,
+//! maximum, sum (for the average), first and last value, maintained by the
+//! writer as data arrives. Bad-quality values are counted separately and left
+//! out of the aggregates. Text series have no rollups.
+
+use serde::Serialize;
+
+/// A rollup table and its bucket width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum RollupLevel {
+    Minute,
+    Hour,
+}
+
+impl RollupLevel {
+    pub const ALL: [RollupLevel; 2] = [RollupLevel::Minute, RollupLevel::Hour];
+
+    pub const fn width_ms(self) -> i64 {
+        match self {
+            RollupLevel::Minute => 60_000,
+            RollupLevel::Hour => 3_600_000,
+        }
+    }
+
+    pub const fn table(self) -> &'static str {
+        match self {
+            RollupLevel::Minute => "rollup_1m",
+            RollupLevel::Hour => "rollup_1h",
+        }
+    }
+
+    /// Start of the bucket holding `ts_ms` (buckets are aligned to the Unix
+    /// epoch, so to whole UTC minutes and hours).
+    pub const fn bucket_of(self, ts_ms: i64) -> i64 {
+        ts_ms.div_euclid(self.width_ms()) * self.width_ms()
+    }
+}
+
+/// One rollup bucket of one series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RollupRow {
+    pub bucket_ms: i64,
+    /// Good and uncertain values (the ones aggregated).
+    pub count: u64,
+    /// Bad-quality values, not aggregated.
+    pub bad_count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub first_ms: i64,
+    pub first: f64,
+    pub last_ms: i64,
+    pub last: f64,
+}
+
+impl RollupRow {
+    pub fn empty(bucket_ms: i64) -> Self {
+        Self {
+            bucket_ms,
+            count: 0,
+            bad_count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            sum: 0.0,
+            first_ms: i64::MAX,
+            first: f64::NAN,
+            last_ms: i64::MIN,
+            last: f64::NAN,
+        }
+    }
+
+    pub fn avg(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+
+    /// Adds one value. Values may come in any order; first and last follow
+    /// the timestamps, and a later value at the same timestamp wins.
+    pub fn add(&mut self, ts_ms: i64, value: Option<f64>) {
+        let Some(v) = value.filter(|v| v.is_finite()) else {
+            self.bad_count += 1;
+            return;
+        };
+        self.count += 1;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.sum += v;
+        if ts_ms < self.first_ms {
+            self.first_ms = ts_ms;
+            self.first = v;
+        }
+        if ts_ms >= self.last_ms {
+            self.last_ms = ts_ms;
+            self.last = v;
+        }
+    }
+
+    /// Combines two buckets' aggregates (for wider query buckets).
+    pub fn merge(&mut self, other: &RollupRow) {
+        self.bad_count += other.bad_count;
+        if other.count == 0 {
+            return;
+        }
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        if other.first_ms < self.first_ms {
+            self.first_ms = other.first_ms;
+            self.first = other.first;
+        }
+        if other.last_ms >= self.last_ms {
+            self.last_ms = other.last_ms;
+            self.last = other.last;
+        }
+    }
+}
+
+/// Tracks, per series and level, the open (latest) bucket so that values
+/// arriving in order update it without reading the store back; anything else
+/// (an older bucket, an out-of-order or repeated timestamp, a bucket not seen
+/// since start) is marked for recomputation from the raw values.
+#[derive(Debug, Default)]
+pub struct RollupTracker {
+    open: std::collections::HashMap<(i64, RollupLevel), RollupRow>,
+    /// Buckets changed in the current batch: written at commit.
+    dirty: std::collections::BTreeSet<(i64, RollupLevel, i64)>,
+    /// Buckets to recompute from raw values before writing.
+    recompute: std::collections::BTreeSet<(i64, RollupLevel, i64)>,
+}
+
+/// What the tracker needs to know about a series' stored history.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesState {
+    /// Latest timestamp stored before this value (None for a new series).
+    pub last_ms: Option<i64>,
+}
+
+impl RollupTracker {
+    /// Accounts one value of a numeric series; `quality_ok` is false for bad
+    /// quality. `prior_last_ms` is the series' latest stored timestamp before
+    /// this value.
+    pub fn add(&mut self, series_id: i64, ts_ms: i64, value: Option<f64>, prior_last_ms: Option<i64>) {
+        for level in RollupLevel::ALL {
+            let bucket = level.bucket_of(ts_ms);
+            let key = (series_id, level, bucket);
+            if self.recompute.contains(&key) {
+                continue;
+            }
+            let in_order = prior_last_ms.is_none_or(|last| ts_ms > last);
+            let open = self.open.get_mut(&(series_id, level));
+            match open {
+                Some(row) if row.bucket_ms == bucket && in_order => {
+                    row.add(ts_ms, value);
+                    self.dirty.insert(key);
+                }
+                _ if in_order
+                    && prior_last_ms.is_none_or(|last| level.bucket_of(last) < bucket) =>
+                {
+                    // A bucket newer than anything stored: it starts here.
+                    let mut row = RollupRow::empty(bucket);
+                    row.add(ts_ms, value);
+                    self.open.insert((series_id, level), row);
+                    self.dirty.insert(key);
+                }
+                _ => {
+                    self.recompute.insert(key);
+                    self.dirty.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Buckets that must be recomputed from raw values, in order.
+    pub fn take_recompute(&mut self) -> Vec<(i64, RollupLevel, i64)> {
+        std::mem::take(&mut self.recompute).into_iter().collect()
+    }
+
+    /// Stores a recomputed bucket; it becomes the open one if it is the
+    /// series' newest.
+    pub fn recomputed(&mut self, series_id: i64, level: RollupLevel, row: RollupRow) {
+        let newer = self
+            .open
+            .get(&(series_id, level))
+            .is_none_or(|open| open.bucket_ms <= row.bucket_ms);
+        if newer {
+            self.open.insert((series_id, level), row);
+        }
+    }
+
+    /// The rows to write at commit (the open buckets changed in this batch).
+    pub fn take_dirty(&mut self) -> Vec<(i64, RollupLevel, RollupRow)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|(series, level, bucket)| {
+                self.open
+                    .get(&(series, level))
+                    .filter(|row| row.bucket_ms == bucket)
+                    .map(|row| (series, level, *row))
+            })
+            .collect()
+    }
+
+    /// Forgets everything (after a failed transaction: the store is the truth).
+    pub fn reset(&mut self) {
+        self.open.clear();
+        self.dirty.clear();
+        self.recompute.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_align_to_the_epoch() {
+        assert_eq!(RollupLevel::Minute.bucket_of(125_000), 120_000);
+        assert_eq!(RollupLevel::Minute.bucket_of(-1), -60_000);
+        assert_eq!(RollupLevel::Hour.bucket_of(3_600_000 * 5 + 1), 3_600_000 * 5);
+    }
+
+    #[test]
+    fn in_order_values_update_the_open_bucket_and_others_are_recomputed() {
+        let mut t = RollupTracker::default();
+        t.add(1, 1_000, Some(1.0), None);
+        t.add(1, 2_000, Some(3.0), Some(1_000));
+        t.add(1, 3_000, None, Some(2_000));
+        let dirty = t.take_dirty();
+        assert_eq!(dirty.len(), 2);
+        let (_, _, m) = dirty[0];
+        assert_eq!((m.count, m.bad_count, m.min, m.max, m.first, m.last), (2, 1, 1.0, 3.0, 1.0, 3.0));
+        assert_eq!(m.avg(), Some(2.0));
+        // Out of order: recompute.
+        t.add(1, 1_500, Some(9.0), Some(3_000));
+        assert_eq!(t.take_recompute().len(), 2);
+        assert!(t.take_dirty().is_empty());
+        // A bucket not seen since start but not newer than the stored data.
+        let mut t = RollupTracker::default();
+        t.add(1, 61_000, Some(1.0), Some(60_500));
+        assert_eq!(t.take_recompute(), vec![(1, RollupLevel::Minute, 60_000), (1, RollupLevel::Hour, 0)]);
+    }
+
+    #[test]
+    fn merge_keeps_first_and_last_by_time() {
+        let mut a = RollupRow::empty(0);
+        a.add(10, Some(5.0));
+        let mut b = RollupRow::empty(0);
+        b.add(5, Some(1.0));
+        b.add(20, Some(7.0));
+        a.merge(&b);
+        assert_eq!((a.count, a.first, a.last, a.min, a.max), (3, 1.0, 7.0, 1.0, 7.0));
+    }
+}

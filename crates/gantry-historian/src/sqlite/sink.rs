@@ -1,0 +1,337 @@
+//! The SQLite writer: one transaction per batch, series ids cached, rollups
+//! updated in the same transaction, retention between batches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gantry_model::{Quality, Value};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::config::HistorianConfig;
+use crate::error::HistorianError;
+use crate::point::{Gap, Point, ValueType, numeric, quality_code};
+use crate::rollup::{RollupLevel, RollupRow, RollupTracker};
+use crate::writer::Sink;
+
+use super::schema;
+
+#[derive(Debug, Clone, Copy)]
+struct SeriesMeta {
+    id: i64,
+    value_type: ValueType,
+    first_ms: Option<i64>,
+    last_ms: Option<i64>,
+    touched: bool,
+}
+
+pub struct SqliteSink {
+    conn: Connection,
+    path: PathBuf,
+    series: HashMap<Arc<str>, SeriesMeta>,
+    rollups: RollupTracker,
+    config: HistorianConfig,
+}
+
+fn open_connection(path: &Path, fsync: bool) -> Result<Connection, HistorianError> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| HistorianError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let e = |source| HistorianError::sqlite(path, source);
+    let conn = Connection::open(path).map_err(e)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
+        .map_err(e)?;
+    conn.pragma_update(None, "cache_size", -65_536).map_err(e)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
+    Ok(conn)
+}
+
+impl SqliteSink {
+    /// Opens or creates the store. An unclean previous stop (crash, `kill -9`)
+    /// is recorded as a gap from the last commit to now.
+    pub fn open(path: &Path, config: &HistorianConfig) -> Result<SqliteSink, HistorianError> {
+        let conn = open_connection(path, config.fsync)?;
+        let e = |source| HistorianError::sqlite(path, source);
+        let found = schema::version(&conn).map_err(e)?;
+        if found > schema::SCHEMA_VERSION {
+            return Err(HistorianError::SchemaVersion {
+                path: path.to_path_buf(),
+                found,
+                expected: schema::SCHEMA_VERSION,
+            });
+        }
+        conn.execute_batch(schema::CREATE).map_err(e)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+            [schema::SCHEMA_VERSION.to_string()],
+        )
+        .map_err(e)?;
+        let meta = |key: &str| -> Result<Option<String>, HistorianError> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(e)
+        };
+        let was_open = meta("open")?.is_some_and(|v| v == "1");
+        let now = gantry_broker::message::now_ms() as i64;
+        if was_open {
+            let last_commit: i64 = meta("last_commit_ms")?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(now);
+            conn.execute(
+                "INSERT INTO gaps (from_ms, to_ms, lost, reason) VALUES (?1, ?2, 0, ?3)",
+                params![
+                    last_commit,
+                    now,
+                    "Gantry stopped without a clean shutdown: QoS 0 values received after the last commit may be missing (QoS 1/2 values were acknowledged only once stored)"
+                ],
+            )
+            .map_err(e)?;
+            tracing::warn!(
+                "history: the previous run did not stop cleanly; recorded a possible gap since the last commit"
+            );
+        }
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('open', '1')", [])
+            .map_err(e)?;
+        Ok(SqliteSink {
+            conn,
+            path: path.to_path_buf(),
+            series: HashMap::new(),
+            rollups: RollupTracker::default(),
+            config: config.clone(),
+        })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> HistorianError + '_ {
+        |source| HistorianError::sqlite(&self.path, source)
+    }
+
+    fn write_batch(&mut self, points: &[Point], gaps: &[Gap]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO points (series_id, ts_ms, num, txt, quality) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for p in points {
+                let meta = series_meta(&tx, &mut self.series, &p.topic, &p.value)?;
+                match &p.value {
+                    Value::Int(i) => insert.execute(params![meta.id, p.ts_ms, i, None::<String>, quality_code(p.quality)])?,
+                    Value::Bool(b) => insert.execute(params![meta.id, p.ts_ms, i64::from(*b), None::<String>, quality_code(p.quality)])?,
+                    Value::Float(f) => insert.execute(params![meta.id, p.ts_ms, f, None::<String>, quality_code(p.quality)])?,
+                    Value::Text(t) => insert.execute(params![meta.id, p.ts_ms, None::<i64>, t, quality_code(p.quality)])?,
+                };
+                let value_type = ValueType::of(&p.value);
+                if value_type.is_numeric() {
+                    let v = if p.quality == Quality::Bad { None } else { numeric(&p.value) };
+                    self.rollups.add(meta.id, p.ts_ms, v, meta.last_ms);
+                }
+                if let Some(m) = self.series.get_mut(&p.topic) {
+                    m.first_ms = Some(m.first_ms.map_or(p.ts_ms, |f| f.min(p.ts_ms)));
+                    m.last_ms = Some(m.last_ms.map_or(p.ts_ms, |l| l.max(p.ts_ms)));
+                    m.touched = true;
+                }
+            }
+        }
+        for (series_id, level, bucket) in self.rollups.take_recompute() {
+            let row = recompute_bucket(&tx, series_id, level, bucket)?;
+            self.rollups.recomputed(series_id, level, row);
+            write_rollup(&tx, series_id, level, &row)?;
+        }
+        for (series_id, level, row) in self.rollups.take_dirty() {
+            write_rollup(&tx, series_id, level, &row)?;
+        }
+        {
+            let mut update = tx.prepare_cached("UPDATE series SET first_ms = ?2, last_ms = ?3, value_type = ?4 WHERE id = ?1")?;
+            for m in self.series.values_mut().filter(|m| m.touched) {
+                update.execute(params![m.id, m.first_ms, m.last_ms, m.value_type.as_str()])?;
+                m.touched = false;
+            }
+        }
+        for g in gaps {
+            tx.execute(
+                "INSERT INTO gaps (from_ms, to_ms, lost, reason) VALUES (?1, ?2, ?3, ?4)",
+                params![g.from_ms, g.to_ms, g.lost as i64, g.reason],
+            )?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_commit_ms', ?1)",
+            [(gantry_broker::message::now_ms() as i64).to_string()],
+        )?;
+        tx.commit()
+    }
+
+    fn apply_retention(&mut self, now_ms: i64) -> rusqlite::Result<u64> {
+        if self.config.retention.is_empty() {
+            return Ok(0);
+        }
+        let all: Vec<(i64, String)> = {
+            let mut stmt = self.conn.prepare("SELECT id, topic FROM series")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let tx = self.conn.transaction()?;
+        let mut removed = 0u64;
+        for (id, topic) in all {
+            let Some(rule) = self.config.retention_for(&topic) else {
+                continue;
+            };
+            for (table, keep) in [("points", rule.raw), ("rollup_1m", rule.minute), ("rollup_1h", rule.hour)] {
+                let Some(keep) = keep else { continue };
+                let cutoff = now_ms.saturating_sub(keep.as_millis() as i64);
+                let column = if table == "points" { "ts_ms" } else { "bucket_ms" };
+                removed += tx.execute(
+                    &format!("DELETE FROM {table} WHERE series_id = ?1 AND {column} < ?2"),
+                    params![id, cutoff],
+                )? as u64;
+            }
+            if rule.raw.is_some() {
+                tx.execute(
+                    "UPDATE series SET first_ms = (SELECT min(ts_ms) FROM points WHERE series_id = ?1) WHERE id = ?1",
+                    [id],
+                )?;
+            }
+        }
+        tx.commit()?;
+        // Cached first timestamps may now be stale.
+        for m in self.series.values_mut() {
+            m.first_ms = None;
+        }
+        self.series.clear();
+        Ok(removed)
+    }
+}
+
+/// Finds or creates the series of a topic; a value of a new type updates the
+/// series' type.
+fn series_meta(
+    tx: &rusqlite::Transaction<'_>,
+    cache: &mut HashMap<Arc<str>, SeriesMeta>,
+    topic: &Arc<str>,
+    value: &Value,
+) -> rusqlite::Result<SeriesMeta> {
+    let value_type = ValueType::of(value);
+    if let Some(m) = cache.get_mut(topic) {
+        if m.value_type != value_type {
+            m.value_type = value_type;
+            m.touched = true;
+        }
+        return Ok(*m);
+    }
+    let existing = tx
+        .prepare_cached("SELECT id, value_type, first_ms, last_ms FROM series WHERE topic = ?1")?
+        .query_row([&**topic], |r| {
+            Ok(SeriesMeta {
+                id: r.get(0)?,
+                value_type: r
+                    .get::<_, String>(1)
+                    .ok()
+                    .and_then(|t| ValueType::parse(&t))
+                    .unwrap_or(value_type),
+                first_ms: r.get(2)?,
+                last_ms: r.get(3)?,
+                touched: false,
+            })
+        })
+        .optional()?;
+    let mut meta = match existing {
+        Some(m) => m,
+        None => {
+            tx.prepare_cached("INSERT INTO series (topic, value_type) VALUES (?1, ?2)")?
+                .execute(params![&**topic, value_type.as_str()])?;
+            SeriesMeta {
+                id: tx.last_insert_rowid(),
+                value_type,
+                first_ms: None,
+                last_ms: None,
+                touched: true,
+            }
+        }
+    };
+    if meta.value_type != value_type {
+        meta.value_type = value_type;
+        meta.touched = true;
+    }
+    cache.insert(topic.clone(), meta);
+    Ok(meta)
+}
+
+fn recompute_bucket(
+    tx: &rusqlite::Transaction<'_>,
+    series_id: i64,
+    level: RollupLevel,
+    bucket: i64,
+) -> rusqlite::Result<RollupRow> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT ts_ms, num, quality FROM points WHERE series_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 AND txt IS NULL",
+    )?;
+    let mut rows = stmt.query(params![series_id, bucket, bucket + level.width_ms()])?;
+    let mut row = RollupRow::empty(bucket);
+    while let Some(r) = rows.next()? {
+        let ts: i64 = r.get(0)?;
+        let num: Option<f64> = r.get(1)?;
+        let quality: i64 = r.get(2)?;
+        row.add(ts, if quality >= 2 { None } else { num });
+    }
+    Ok(row)
+}
+
+fn write_rollup(
+    tx: &rusqlite::Transaction<'_>,
+    series_id: i64,
+    level: RollupLevel,
+    row: &RollupRow,
+) -> rusqlite::Result<()> {
+    let sql = match level {
+        RollupLevel::Minute => "INSERT OR REPLACE INTO rollup_1m VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        RollupLevel::Hour => "INSERT OR REPLACE INTO rollup_1h VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    };
+    let has = row.count > 0;
+    tx.prepare_cached(sql)?.execute(params![
+        series_id,
+        row.bucket_ms,
+        row.count as i64,
+        row.bad_count as i64,
+        has.then_some(row.min),
+        has.then_some(row.max),
+        has.then_some(row.sum),
+        has.then_some(row.first_ms),
+        has.then_some(row.first),
+        has.then_some(row.last_ms),
+        has.then_some(row.last),
+    ])?;
+    Ok(())
+}
+
+impl Sink for SqliteSink {
+    fn write(&mut self, points: &[Point], gaps: &[Gap]) -> Result<(), HistorianError> {
+        let result = self.write_batch(points, gaps);
+        if let Err(source) = result {
+            // The transaction rolled back: forget what was cached from it.
+            self.series.clear();
+            self.rollups.reset();
+            return Err(HistorianError::sqlite(&self.path, source));
+        }
+        Ok(())
+    }
+
+    fn maintain(&mut self, now_ms: i64) -> Result<(), HistorianError> {
+        let removed = self.apply_retention(now_ms).map_err(self.err())?;
+        if removed > 0 {
+            tracing::info!(removed, "history retention removed old rows");
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), HistorianError> {
+        self.conn
+            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('open', '0')", [])
+            .map_err(self.err())?;
+        let _ = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+        Ok(())
+    }
+}
