@@ -115,6 +115,15 @@ impl ContractInspector {
         self.current().generation
     }
 
+    /// True when the model in force declares `topic` as a tag (false without
+    /// a model). The historian uses it to record modeled tags only.
+    pub fn is_modeled(&self, topic: &str) -> bool {
+        self.active_guard()
+            .model
+            .as_ref()
+            .is_some_and(|m| m.tag_for_topic(topic).is_some())
+    }
+
     /// Number of tags in the model in force (0 without a model).
     pub fn tag_count(&self) -> usize {
         self.current().model.as_ref().map_or(0, |m| m.tag_count())

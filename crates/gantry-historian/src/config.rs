@@ -52,7 +52,7 @@ pub enum Backend {
 #[serde(deny_unknown_fields)]
 pub struct RetentionRule {
     /// An MQTT filter, e.g. `acme/dallas/packaging/#`.
-    pub subtree: String,
+    pub subtree: TopicFilter,
     /// Raw values.
     #[serde(default, with = "duration_text::option")]
     pub raw: Option<Duration>,
@@ -74,9 +74,9 @@ pub struct HistorianConfig {
     pub path: Option<PathBuf>,
     pub postgres: Option<PostgresConfig>,
     /// MQTT filters of the topics to record (default: everything modeled).
-    pub include: Vec<String>,
+    pub include: Vec<TopicFilter>,
     /// MQTT filters excluded even when included.
-    pub exclude: Vec<String>,
+    pub exclude: Vec<TopicFilter>,
     /// Record sample-shaped values on topics the plant model does not declare
     /// (when contracts let them through).
     pub record_unmodeled: bool,
@@ -99,7 +99,7 @@ impl Default for HistorianConfig {
             backend: BackendKind::default(),
             path: None,
             postgres: None,
-            include: vec!["#".into()],
+            include: vec![TopicFilter("#".into())],
             exclude: Vec::new(),
             record_unmodeled: false,
             retention: Vec::new(),
@@ -111,18 +111,8 @@ impl Default for HistorianConfig {
 }
 
 impl HistorianConfig {
-    /// Checks the filters and durations; errors name the field.
+    /// Checks what deserialization cannot; errors name the field.
     pub fn validate(&self) -> Result<(), String> {
-        for (field, list) in [("include", &self.include), ("exclude", &self.exclude)] {
-            for f in list {
-                gantry_codec::topic::validate_topic_filter(f)
-                    .map_err(|e| format!("historian.{field}: {f:?}: {e}"))?;
-            }
-        }
-        for (i, r) in self.retention.iter().enumerate() {
-            gantry_codec::topic::validate_topic_filter(&r.subtree)
-                .map_err(|e| format!("historian.retention[{i}].subtree: {:?}: {e}", r.subtree))?;
-        }
         self.resolved_backend()?;
         if self.max_batch == 0 {
             return Err("historian.max_batch must be at least 1".into());
@@ -145,8 +135,8 @@ impl HistorianConfig {
 
     pub fn filter(&self) -> RecordFilter {
         RecordFilter {
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
+            include: self.include.iter().map(|f| f.0.clone()).collect(),
+            exclude: self.exclude.iter().map(|f| f.0.clone()).collect(),
         }
     }
 
@@ -155,8 +145,22 @@ impl HistorianConfig {
     pub fn retention_for(&self, topic: &str) -> Option<&RetentionRule> {
         self.retention
             .iter()
-            .filter(|r| gantry_codec::topic::matches(&r.subtree, topic))
-            .max_by_key(|r| r.subtree.len())
+            .filter(|r| gantry_codec::topic::matches(&r.subtree.0, topic))
+            .max_by_key(|r| r.subtree.0.len())
+    }
+}
+
+/// A valid MQTT topic filter, checked when the config is read (so the error
+/// carries the file position).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicFilter(pub String);
+
+impl<'de> Deserialize<'de> for TopicFilter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        gantry_codec::topic::validate_topic_filter(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid topic filter {text:?}: {e}")))?;
+        Ok(TopicFilter(text))
     }
 }
 
@@ -178,9 +182,11 @@ impl RecordFilter {
             None | Some(SystemSubtree::Kpi) => {}
             Some(_) => return false,
         }
-        self.include
+        let included = self
+            .include
             .iter()
-            .any(|f| gantry_codec::topic::matches(f, topic))
+            .any(|f| f == "#" || gantry_codec::topic::matches(f, topic));
+        included
             && !self
                 .exclude
                 .iter()
@@ -208,7 +214,11 @@ pub mod duration_text {
             "d" => 86_400,
             "w" => 7 * 86_400,
             "y" => 365 * 86_400,
-            other => return Err(format!("unknown unit {other:?} in {text:?} (use s, m, h, d, w or y)")),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?} (use s, m, h, d, w or y)"
+                ));
+            }
         };
         n.checked_mul(secs)
             .map(Duration::from_secs)
@@ -250,10 +260,20 @@ mod tests {
 
     #[test]
     fn durations_and_retention_lookup() {
-        assert_eq!(duration_text::parse("90d"), Ok(Duration::from_secs(90 * 86_400)));
-        assert_eq!(duration_text::parse("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert_eq!(
+            duration_text::parse("90d"),
+            Ok(Duration::from_secs(90 * 86_400))
+        );
+        assert_eq!(
+            duration_text::parse("2w"),
+            Ok(Duration::from_secs(14 * 86_400))
+        );
         assert!(duration_text::parse("90").unwrap_err().contains("no unit"));
-        assert!(duration_text::parse("9x").unwrap_err().contains("unknown unit"));
+        assert!(
+            duration_text::parse("9x")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         let c: HistorianConfig = toml::from_str(
             r#"
             [[retention]]
@@ -266,15 +286,22 @@ mod tests {
             "#,
         )
         .expect("config parses");
-        assert_eq!(c.retention_for("acme/dallas/a/b").and_then(|r| r.raw), Some(Duration::from_secs(7 * 86_400)));
-        assert_eq!(c.retention_for("acme/houston/a").and_then(|r| r.raw), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(
+            c.retention_for("acme/dallas/a/b").and_then(|r| r.raw),
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(
+            c.retention_for("acme/houston/a").and_then(|r| r.raw),
+            Some(Duration::from_secs(30 * 86_400))
+        );
         assert!(c.retention_for("other/x").is_none());
     }
 
     #[test]
     fn backend_is_chosen_by_name() {
         let c: HistorianConfig =
-            toml::from_str("backend = \"postgres\"\n[postgres]\nurl = \"host=127.0.0.1\"").expect("parses");
+            toml::from_str("backend = \"postgres\"\n[postgres]\nurl = \"host=127.0.0.1\"")
+                .expect("parses");
         assert_eq!(
             c.resolved_backend(),
             Ok(Backend::Postgres(PostgresConfig {

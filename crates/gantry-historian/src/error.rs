@@ -19,7 +19,9 @@ pub enum HistorianError {
     },
     #[error("PostgreSQL history store: {0}")]
     Postgres(String),
-    #[error("history database {path} has schema version {found}; this Gantry reads version {expected}")]
+    #[error(
+        "history database {path} has schema version {found}; this Gantry reads version {expected}"
+    )]
     SchemaVersion {
         path: PathBuf,
         found: i64,
@@ -27,8 +29,12 @@ pub enum HistorianError {
     },
     #[error("invalid query: {0}")]
     Query(String),
-    #[error("no permission to read {0}")]
-    Denied(String),
+    /// The caller may not read (subscribe to) this exact topic.
+    #[error("{who} may not read the history of {topic} (no subscribe permission on it)")]
+    Denied { topic: String, who: String },
+    /// Writing query output (an export) failed.
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
     #[error("the historian has stopped")]
     Stopped,
 }

@@ -23,12 +23,19 @@ pub mod read;
 pub mod recorder;
 pub mod rollup;
 pub mod sqlite;
+pub mod timefmt;
 pub mod writer;
 
 pub use access::{FullAccess, ReadAccess};
-pub use config::{Backend, BackendKind, HistorianConfig, PostgresConfig, RecordFilter, RetentionRule};
+pub use config::{
+    Backend, BackendKind, HistorianConfig, PostgresConfig, RecordFilter, RetentionRule, TopicFilter,
+};
 pub use error::HistorianError;
 pub use point::{Gap, Point, PointRow, SeriesInfo, ValueType, quality_code, quality_from_code};
+pub use query::{
+    Aggregate, AggregateQuery, AggregateResult, Bucket, ExportFormat, RawQuery, RawResult,
+    SeriesBuckets, SeriesPoints, Snapshot, SnapshotValue,
+};
 pub use read::HistoryRead;
 pub use recorder::{Historian, Recorder};
 pub use rollup::{RollupLevel, RollupRow};

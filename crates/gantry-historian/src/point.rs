@@ -127,10 +127,19 @@ pub fn numeric(value: &Value) -> Option<f64> {
 }
 
 /// Rebuilds a value from its stored columns and the series type.
-pub fn value_from_columns(value_type: ValueType, num: Option<f64>, int: Option<i64>, txt: Option<String>) -> Value {
+pub fn value_from_columns(
+    value_type: ValueType,
+    num: Option<f64>,
+    int: Option<i64>,
+    txt: Option<String>,
+) -> Value {
     match value_type {
         ValueType::String => Value::Text(txt.unwrap_or_default()),
-        ValueType::Bool => Value::Bool(int.map(|i| i != 0).or(num.map(|n| n != 0.0)).unwrap_or(false)),
+        ValueType::Bool => Value::Bool(
+            int.map(|i| i != 0)
+                .or(num.map(|n| n != 0.0))
+                .unwrap_or(false),
+        ),
         ValueType::Int => match (int, num) {
             (Some(i), _) => Value::Int(i),
             (None, Some(n)) => Value::Int(n as i64),
@@ -153,6 +162,9 @@ pub(crate) fn serialize_value<S: serde::Serializer>(v: &Value, s: S) -> Result<S
     }
 }
 
-pub(crate) fn serialize_quality<S: serde::Serializer>(q: &Quality, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_quality<S: serde::Serializer>(
+    q: &Quality,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_str(q.as_str())
 }

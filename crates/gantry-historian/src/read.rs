@@ -24,10 +24,18 @@ pub trait HistoryRead: Send {
     ) -> Result<(), HistorianError>;
 
     /// The latest value at or before `at_ms`.
-    fn last_at_or_before(&mut self, series_id: i64, at_ms: i64) -> Result<Option<PointRow>, HistorianError>;
+    fn last_at_or_before(
+        &mut self,
+        series_id: i64,
+        at_ms: i64,
+    ) -> Result<Option<PointRow>, HistorianError>;
 
     /// The first value at or after `at_ms`.
-    fn first_at_or_after(&mut self, series_id: i64, at_ms: i64) -> Result<Option<PointRow>, HistorianError>;
+    fn first_at_or_after(
+        &mut self,
+        series_id: i64,
+        at_ms: i64,
+    ) -> Result<Option<PointRow>, HistorianError>;
 
     /// Rollup rows of one series whose bucket starts in `[from, to)`.
     fn rollups(
@@ -40,12 +48,21 @@ pub trait HistoryRead: Send {
 
     /// The latest value at or before `at_ms` of each series in `series`
     /// (series with none are left out). Backends answer this in one pass.
-    fn snapshot(&mut self, series: &[i64], at_ms: i64) -> Result<Vec<(i64, PointRow)>, HistorianError>;
+    fn snapshot(
+        &mut self,
+        series: &[i64],
+        at_ms: i64,
+    ) -> Result<Vec<(i64, PointRow)>, HistorianError>;
 
     /// Recorded gaps overlapping `[from, to)`.
     fn gaps(&mut self, from_ms: i64, to_ms: i64) -> Result<Vec<Gap>, HistorianError>;
 
     /// Number of raw values in `[from, to)` over the given series (for export
     /// progress).
-    fn count_points(&mut self, series: &[i64], from_ms: i64, to_ms: i64) -> Result<u64, HistorianError>;
+    fn count_points(
+        &mut self,
+        series: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<u64, HistorianError>;
 }

@@ -25,6 +25,9 @@ use crate::point::Gap;
 use crate::read::HistoryRead;
 use crate::writer::Sink;
 
+/// How every canonical sample payload starts (see `gantry_model::payload`).
+const CANONICAL_PREFIX: &[u8] = b"{\"timestamp_ms\":";
+
 /// Decides whether a topic is a modeled tag (the plant model's answer).
 pub type ModeledCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
@@ -207,12 +210,20 @@ impl Recorder {
 
 impl PublishObserver for Recorder {
     fn observe(&self, msg: &Arc<Message>) -> Option<AckGate> {
-        // An empty retained publish clears state; it is not a value.
-        if msg.payload.is_empty() || !self.records(&msg.topic) {
+        // An empty retained publish clears state; it is not a value. With a
+        // model, the contracts have put every modeled value into canonical
+        // form, so one prefix comparison turns away everything else (binary
+        // payloads, unmodeled topics) before any topic lookup.
+        if msg.payload.is_empty()
+            || (self.modeled.is_some() && !msg.payload.starts_with(CANONICAL_PREFIX))
+            || !self.records(&msg.topic)
+        {
             return None;
         }
         match self.queue.push(msg) {
-            Some(seq) if msg.qos != QoS::AtMostOnce => Some(AckGate::new(self.durable.clone(), seq)),
+            Some(seq) if msg.qos != QoS::AtMostOnce => {
+                Some(AckGate::new(self.durable.clone(), seq))
+            }
             Some(_) => None,
             None => {
                 self.stats.dropped_qos0.fetch_add(1, Ordering::Relaxed);
@@ -234,12 +245,17 @@ impl StoreLocation {
     pub fn reader(&self) -> Result<Box<dyn HistoryRead>, HistorianError> {
         match self {
             StoreLocation::Sqlite(path) => Ok(Box::new(crate::sqlite::SqliteReader::open(path)?)),
-            StoreLocation::Postgres(pg) => Ok(Box::new(crate::postgres::PostgresReader::connect(pg)?)),
+            StoreLocation::Postgres(pg) => {
+                Ok(Box::new(crate::postgres::PostgresReader::connect(pg)?))
+            }
         }
     }
 
     /// Where the store is for a config, without opening it.
-    pub fn for_config(config: &HistorianConfig, data_dir: &Path) -> Result<StoreLocation, HistorianError> {
+    pub fn for_config(
+        config: &HistorianConfig,
+        data_dir: &Path,
+    ) -> Result<StoreLocation, HistorianError> {
         match config.resolved_backend().map_err(HistorianError::Query)? {
             Backend::Sqlite { path } => Ok(StoreLocation::Sqlite(
                 path.unwrap_or_else(|| crate::sqlite::default_path(data_dir)),
@@ -248,6 +264,9 @@ impl StoreLocation {
         }
     }
 }
+
+/// Stops a backend's background work (the PostgreSQL shipper).
+type StopBackground = Box<dyn FnOnce() + Send>;
 
 /// The running historian: the writer thread, its queue and where to read.
 pub struct Historian {
@@ -258,7 +277,7 @@ pub struct Historian {
     location: StoreLocation,
     backend_name: &'static str,
     /// Background work of the backend (the PostgreSQL shipper), stopped on shutdown.
-    background: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    background: Mutex<Option<StopBackground>>,
 }
 
 impl Historian {
@@ -271,19 +290,29 @@ impl Historian {
     ) -> Result<Historian, HistorianError> {
         config.validate().map_err(HistorianError::Query)?;
         let location = StoreLocation::for_config(config, data_dir)?;
-        let (sink, backend_name, background): (Box<dyn Sink>, &'static str, Option<Box<dyn FnOnce() + Send>>) =
-            match &location {
-                StoreLocation::Sqlite(path) => (
-                    Box::new(crate::sqlite::SqliteSink::open(path, config)?),
-                    "sqlite",
-                    None,
-                ),
-                StoreLocation::Postgres(pg) => {
-                    let (sink, stop) = crate::postgres::start(pg, data_dir, config)?;
-                    (Box::new(sink), "postgres", Some(stop))
-                }
-            };
-        Ok(Self::with_sink(config, sink, location, backend_name, background, modeled))
+        let (sink, backend_name, background): (
+            Box<dyn Sink>,
+            &'static str,
+            Option<StopBackground>,
+        ) = match &location {
+            StoreLocation::Sqlite(path) => (
+                Box::new(crate::sqlite::SqliteSink::open(path, config)?),
+                "sqlite",
+                None,
+            ),
+            StoreLocation::Postgres(pg) => {
+                let (sink, stop) = crate::postgres::start(pg, data_dir, config)?;
+                (Box::new(sink), "postgres", Some(stop))
+            }
+        };
+        Ok(Self::with_sink(
+            config,
+            sink,
+            location,
+            backend_name,
+            background,
+            modeled,
+        ))
     }
 
     fn with_sink(
@@ -291,7 +320,7 @@ impl Historian {
         sink: Box<dyn Sink>,
         location: StoreLocation,
         backend_name: &'static str,
-        background: Option<Box<dyn FnOnce() + Send>>,
+        background: Option<StopBackground>,
         modeled: Option<ModeledCheck>,
     ) -> Historian {
         let queue = Arc::new(Queue::new(config.max_pending_qos0));
@@ -311,7 +340,11 @@ impl Historian {
         }
         let recorder = Arc::new(Recorder {
             filter: config.filter(),
-            modeled: if config.record_unmodeled { None } else { modeled },
+            modeled: if config.record_unmodeled {
+                None
+            } else {
+                modeled
+            },
             queue: queue.clone(),
             durable: durable_rx,
             stats: stats.clone(),
@@ -366,7 +399,11 @@ impl Historian {
         {
             tracing::error!("the historian's writer thread panicked");
         }
-        let background = self.background.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let background = self
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(stop) = background {
             stop();
         }
@@ -376,5 +413,165 @@ impl Historian {
 impl Drop for Historian {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::point::Point;
+
+    /// A sink that reports each batch and waits for permission to finish it.
+    struct GatedSink {
+        batches: mpsc::Sender<(Vec<Point>, Vec<Gap>)>,
+        release: Arc<Mutex<mpsc::Receiver<()>>>,
+    }
+
+    impl Sink for GatedSink {
+        fn write(&mut self, points: &[Point], gaps: &[Gap]) -> Result<(), HistorianError> {
+            let _ = self.batches.send((points.to_vec(), gaps.to_vec()));
+            let release = self.release.lock().unwrap_or_else(|p| p.into_inner());
+            release
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(|_| HistorianError::Stopped)
+        }
+        fn maintain(&mut self, _now_ms: i64) -> Result<(), HistorianError> {
+            Ok(())
+        }
+        fn close(&mut self) -> Result<(), HistorianError> {
+            Ok(())
+        }
+    }
+
+    type Batches = mpsc::Receiver<(Vec<Point>, Vec<Gap>)>;
+
+    fn historian(config: &HistorianConfig) -> (Historian, Batches, mpsc::Sender<()>) {
+        let (batches_tx, batches_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let sink = GatedSink {
+            batches: batches_tx,
+            release: Arc::new(Mutex::new(release_rx)),
+        };
+        let h = Historian::with_sink(
+            config,
+            Box::new(sink),
+            StoreLocation::Sqlite("unused".into()),
+            "test",
+            None,
+            None,
+        );
+        (h, batches_rx, release_tx)
+    }
+
+    fn message(topic: &str, payload: &str, qos: QoS) -> Arc<Message> {
+        Arc::new(Message::new(topic, payload.as_bytes(), qos, false))
+    }
+
+    #[test]
+    fn a_qos1_value_is_acknowledged_only_after_its_batch_is_durable() {
+        let (h, batches, release) = historian(&HistorianConfig::default());
+        let rec = h.recorder();
+        let gate = rec
+            .observe(&message(
+                "acme/a/speed",
+                r#"{"timestamp_ms":5,"value":1.5}"#,
+                QoS::AtLeastOnce,
+            ))
+            .expect("QoS 1 gets a gate");
+        let (points, _) = batches
+            .recv_timeout(Duration::from_secs(5))
+            .expect("batch written");
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[0].ts_ms, 5);
+        // The sink has the batch but has not returned: not durable yet.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!gate.is_open());
+        release.send(()).expect("release");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !gate.is_open() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(gate.is_open());
+        // QoS 0 never holds an acknowledgement; non-sample payloads are counted.
+        assert!(
+            rec.observe(&message("acme/a/speed", "1.0", QoS::AtMostOnce))
+                .is_none()
+        );
+        assert!(
+            rec.observe(&message("acme/a/speed", "{\"x\":1}", QoS::AtLeastOnce))
+                .is_some()
+        );
+        for _ in 0..2 {
+            let _ = batches.recv_timeout(Duration::from_secs(5));
+            let _ = release.send(());
+        }
+        drop(release);
+        h.shutdown();
+        assert_eq!(h.status().not_samples, 1);
+    }
+
+    #[test]
+    fn qos0_values_beyond_the_queue_limit_are_dropped_and_recorded_as_a_gap() {
+        let config = HistorianConfig {
+            max_pending_qos0: 3,
+            ..HistorianConfig::default()
+        };
+        let (h, batches, release) = historian(&config);
+        let rec = h.recorder();
+        // The first value occupies the writer (blocked in the sink).
+        rec.observe(&message("acme/a/x", "1", QoS::AtMostOnce));
+        batches
+            .recv_timeout(Duration::from_secs(5))
+            .expect("first batch");
+        for i in 0..10 {
+            rec.observe(&message("acme/a/x", &i.to_string(), QoS::AtMostOnce));
+        }
+        // QoS 1 is never dropped, even now.
+        assert!(
+            rec.observe(&message("acme/a/x", "99", QoS::AtLeastOnce))
+                .is_some()
+        );
+        assert_eq!(h.status().dropped_qos0, 7);
+        release.send(()).expect("release");
+        let (points, gaps) = batches
+            .recv_timeout(Duration::from_secs(5))
+            .expect("second batch");
+        assert_eq!(points.len(), 4);
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].lost, 7);
+        assert!(gaps[0].reason.contains("QoS 0"));
+        release.send(()).expect("release");
+        drop(release);
+        h.shutdown();
+    }
+
+    #[test]
+    fn only_selected_modeled_topics_are_recorded() {
+        let config = HistorianConfig {
+            exclude: vec![crate::config::TopicFilter("acme/b/#".into())],
+            ..HistorianConfig::default()
+        };
+        let (batches_tx, _batches_rx) = mpsc::channel();
+        let (_release_tx, release_rx) = mpsc::channel();
+        let modeled: ModeledCheck = Arc::new(|t: &str| t.ends_with("/speed"));
+        let h = Historian::with_sink(
+            &config,
+            Box::new(GatedSink {
+                batches: batches_tx,
+                release: Arc::new(Mutex::new(release_rx)),
+            }),
+            StoreLocation::Sqlite("unused".into()),
+            "test",
+            None,
+            Some(modeled),
+        );
+        let rec = h.recorder();
+        assert!(rec.records("acme/a/speed"));
+        assert!(!rec.records("acme/a/other"));
+        assert!(!rec.records("acme/b/speed"));
+        assert!(rec.records("acme/a/_kpi/oee"));
+        assert!(!rec.records("acme/_dlq/acme/a/speed"));
     }
 }

@@ -122,8 +122,11 @@ impl RollupRow {
 #[derive(Debug, Default)]
 pub struct RollupTracker {
     open: std::collections::HashMap<(i64, RollupLevel), RollupRow>,
-    /// Buckets changed in the current batch: written at commit.
+    /// Open buckets changed in the current batch: written at commit.
     dirty: std::collections::BTreeSet<(i64, RollupLevel, i64)>,
+    /// Buckets changed in the current batch and then closed by a newer
+    /// bucket of the same series in the same batch: written at commit too.
+    closed: std::collections::BTreeMap<(i64, RollupLevel, i64), RollupRow>,
     /// Buckets to recompute from raw values before writing.
     recompute: std::collections::BTreeSet<(i64, RollupLevel, i64)>,
 }
@@ -139,7 +142,13 @@ impl RollupTracker {
     /// Accounts one value of a numeric series; `quality_ok` is false for bad
     /// quality. `prior_last_ms` is the series' latest stored timestamp before
     /// this value.
-    pub fn add(&mut self, series_id: i64, ts_ms: i64, value: Option<f64>, prior_last_ms: Option<i64>) {
+    pub fn add(
+        &mut self,
+        series_id: i64,
+        ts_ms: i64,
+        value: Option<f64>,
+        prior_last_ms: Option<i64>,
+    ) {
         for level in RollupLevel::ALL {
             let bucket = level.bucket_of(ts_ms);
             let key = (series_id, level, bucket);
@@ -159,12 +168,15 @@ impl RollupTracker {
                     // A bucket newer than anything stored: it starts here.
                     let mut row = RollupRow::empty(bucket);
                     row.add(ts_ms, value);
-                    self.open.insert((series_id, level), row);
+                    if let Some(old) = self.open.insert((series_id, level), row) {
+                        self.close(series_id, level, old);
+                    }
                     self.dirty.insert(key);
                 }
                 _ => {
                     self.recompute.insert(key);
                     self.dirty.remove(&key);
+                    self.closed.remove(&key);
                 }
             }
         }
@@ -182,22 +194,37 @@ impl RollupTracker {
             .open
             .get(&(series_id, level))
             .is_none_or(|open| open.bucket_ms <= row.bucket_ms);
-        if newer {
-            self.open.insert((series_id, level), row);
+        if newer && let Some(old) = self.open.insert((series_id, level), row) {
+            // (Not the same bucket: that one was just recomputed.)
+            if old.bucket_ms != row.bucket_ms {
+                self.close(series_id, level, old);
+            }
+        }
+    }
+
+    /// An open bucket replaced by a newer one: if it changed in this batch,
+    /// it is still written at commit.
+    fn close(&mut self, series_id: i64, level: RollupLevel, old: RollupRow) {
+        let key = (series_id, level, old.bucket_ms);
+        if self.dirty.remove(&key) {
+            self.closed.insert(key, old);
         }
     }
 
     /// The rows to write at commit (the open buckets changed in this batch).
     pub fn take_dirty(&mut self) -> Vec<(i64, RollupLevel, RollupRow)> {
         let dirty = std::mem::take(&mut self.dirty);
-        dirty
+        let closed = std::mem::take(&mut self.closed);
+        let open = dirty.into_iter().filter_map(|(series, level, bucket)| {
+            self.open
+                .get(&(series, level))
+                .filter(|row| row.bucket_ms == bucket)
+                .map(|row| (series, level, *row))
+        });
+        closed
             .into_iter()
-            .filter_map(|(series, level, bucket)| {
-                self.open
-                    .get(&(series, level))
-                    .filter(|row| row.bucket_ms == bucket)
-                    .map(|row| (series, level, *row))
-            })
+            .map(|((series, level, _), row)| (series, level, row))
+            .chain(open)
             .collect()
     }
 
@@ -205,6 +232,7 @@ impl RollupTracker {
     pub fn reset(&mut self) {
         self.open.clear();
         self.dirty.clear();
+        self.closed.clear();
         self.recompute.clear();
     }
 }
@@ -217,7 +245,10 @@ mod tests {
     fn buckets_align_to_the_epoch() {
         assert_eq!(RollupLevel::Minute.bucket_of(125_000), 120_000);
         assert_eq!(RollupLevel::Minute.bucket_of(-1), -60_000);
-        assert_eq!(RollupLevel::Hour.bucket_of(3_600_000 * 5 + 1), 3_600_000 * 5);
+        assert_eq!(
+            RollupLevel::Hour.bucket_of(3_600_000 * 5 + 1),
+            3_600_000 * 5
+        );
     }
 
     #[test]
@@ -229,7 +260,10 @@ mod tests {
         let dirty = t.take_dirty();
         assert_eq!(dirty.len(), 2);
         let (_, _, m) = dirty[0];
-        assert_eq!((m.count, m.bad_count, m.min, m.max, m.first, m.last), (2, 1, 1.0, 3.0, 1.0, 3.0));
+        assert_eq!(
+            (m.count, m.bad_count, m.min, m.max, m.first, m.last),
+            (2, 1, 1.0, 3.0, 1.0, 3.0)
+        );
         assert_eq!(m.avg(), Some(2.0));
         // Out of order: recompute.
         t.add(1, 1_500, Some(9.0), Some(3_000));
@@ -238,7 +272,44 @@ mod tests {
         // A bucket not seen since start but not newer than the stored data.
         let mut t = RollupTracker::default();
         t.add(1, 61_000, Some(1.0), Some(60_500));
-        assert_eq!(t.take_recompute(), vec![(1, RollupLevel::Minute, 60_000), (1, RollupLevel::Hour, 0)]);
+        assert_eq!(
+            t.take_recompute(),
+            vec![(1, RollupLevel::Minute, 60_000), (1, RollupLevel::Hour, 0)]
+        );
+    }
+
+    #[test]
+    fn buckets_closed_within_a_batch_are_still_written() {
+        let mut t = RollupTracker::default();
+        // Minutes 0, 1 and 2 in one batch, in order.
+        t.add(1, 1_000, Some(1.0), None);
+        t.add(1, 61_000, Some(2.0), Some(1_000));
+        t.add(1, 62_000, Some(3.0), Some(61_000));
+        t.add(1, 121_000, Some(4.0), Some(62_000));
+        let mut minutes: Vec<(i64, u64, f64)> = t
+            .take_dirty()
+            .into_iter()
+            .filter(|(_, level, _)| *level == RollupLevel::Minute)
+            .map(|(_, _, r)| (r.bucket_ms, r.count, r.sum))
+            .collect();
+        minutes.sort_by_key(|m| m.0);
+        assert_eq!(
+            minutes,
+            vec![(0, 1, 1.0), (60_000, 2, 5.0), (120_000, 1, 4.0)]
+        );
+        // A closed bucket that then gets a late value is recomputed instead.
+        t.add(1, 181_000, Some(5.0), Some(121_000));
+        t.add(1, 122_000, Some(6.0), Some(181_000));
+        assert_eq!(
+            t.take_recompute(),
+            vec![(1, RollupLevel::Minute, 120_000), (1, RollupLevel::Hour, 0)]
+        );
+        let written: Vec<i64> = t
+            .take_dirty()
+            .into_iter()
+            .map(|(_, _, r)| r.bucket_ms)
+            .collect();
+        assert!(!written.contains(&120_000), "{written:?}");
     }
 
     #[test]
@@ -249,6 +320,9 @@ mod tests {
         b.add(5, Some(1.0));
         b.add(20, Some(7.0));
         a.merge(&b);
-        assert_eq!((a.count, a.first, a.last, a.min, a.max), (3, 1.0, 7.0, 1.0, 7.0));
+        assert_eq!(
+            (a.count, a.first, a.last, a.min, a.max),
+            (3, 1.0, 7.0, 1.0, 7.0)
+        );
     }
 }

@@ -85,7 +85,13 @@ pub(crate) fn run(
 
 /// Retries a failing write with back-off (100 ms doubling to 5 s) until it
 /// succeeds or the historian stops.
-fn write_until_durable(sink: &mut dyn Sink, points: &[Point], gaps: &[Gap], stats: &Stats, queue: &Queue) {
+fn write_until_durable(
+    sink: &mut dyn Sink,
+    points: &[Point],
+    gaps: &[Gap],
+    stats: &Stats,
+    queue: &Queue,
+) {
     let mut delay = Duration::from_millis(100);
     let mut failures = 0u32;
     loop {
@@ -108,7 +114,10 @@ fn write_until_durable(sink: &mut dyn Sink, points: &[Point], gaps: &[Gap], stat
                 }
                 stats.set_error(Some(e.to_string()));
                 if queue.is_closed() && failures >= 3 {
-                    tracing::error!(values = points.len(), "historian stopping with unwritten values: QoS 0 values among them are lost");
+                    tracing::error!(
+                        values = points.len(),
+                        "historian stopping with unwritten values: QoS 0 values among them are lost"
+                    );
                     return;
                 }
                 std::thread::sleep(delay);

@@ -9,6 +9,7 @@
 mod client;
 mod flow;
 mod histogram;
+mod history;
 mod idle;
 mod modbus;
 mod outcome;
@@ -126,6 +127,33 @@ enum Command {
         /// Verification gives up after this many seconds without a message.
         #[arg(long, default_value_t = 5.0)]
         idle: f64,
+    },
+    /// Publishes N time-series values at QoS 1 to T tags, each value with its
+    /// own timestamp, and times first publish to last PUBACK (the historian's
+    /// ingest rate through the broker).
+    HistoryIngest {
+        #[command(flatten)]
+        common: Common,
+        /// Topics are `<prefix>/t<i>`; the broker's model must declare them.
+        #[arg(long, default_value = "acme/bench/area/line/cell/eq")]
+        prefix: String,
+        #[arg(long, default_value_t = 1000)]
+        tags: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        values: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// QoS 1 values in flight per connection.
+        #[arg(long, default_value_t = 1000)]
+        window: u16,
+        /// Timestamp of each tag's first value (Unix ms; default: a day ago).
+        #[arg(long)]
+        base_ms: Option<i64>,
+        /// Milliseconds between a tag's consecutive values.
+        #[arg(long, default_value_t = 1000)]
+        step_ms: i64,
+        #[arg(long, default_value_t = 600.0)]
+        timeout: f64,
     },
     /// Builds a Markdown table (medians, ratios, targets) from JSON result lines.
     Report {
@@ -392,6 +420,34 @@ async fn execute(command: Command, process_start: std::time::Instant) -> Result<
             let o = retained::run(&common.connect_options()?, spec, process_start).await?;
             Ok((o, common))
         }
+        Command::HistoryIngest {
+            common,
+            prefix,
+            tags,
+            values,
+            connections,
+            window,
+            base_ms,
+            step_ms,
+            timeout,
+        } => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let spec = history::IngestSpec {
+                prefix,
+                tags,
+                values,
+                connections,
+                window: window.max(1),
+                base_ms: base_ms.unwrap_or(now_ms - 86_400_000),
+                step_ms,
+                timeout: seconds(timeout, "--timeout")?,
+            };
+            let o = history::run(&common.connect_options()?, spec).await?;
+            Ok((o, common))
+        }
         Command::Report { .. } | Command::ModbusServer { .. } => {
             bail!("report and modbus-server run without this runtime")
         }
@@ -404,7 +460,8 @@ fn threads_of(command: &Command) -> usize {
         | Command::FanIn { common, .. }
         | Command::FanOut { common, .. }
         | Command::Idle { common, .. }
-        | Command::Retained { common, .. } => common.threads,
+        | Command::Retained { common, .. }
+        | Command::HistoryIngest { common, .. } => common.threads,
         Command::Report { .. } | Command::ModbusServer { .. } => 1,
     }
 }

@@ -42,6 +42,10 @@ pub struct GantryConfig {
     #[serde(default)]
     pub contracts: ContractsConfig,
     pub simulator: Option<SimulatorSection>,
+    /// Every accepted value of the modeled tags, stored (embedded SQLite by
+    /// default, or PostgreSQL).
+    #[serde(default)]
+    pub historian: gantry_historian::HistorianConfig,
 }
 
 /// `[contracts]`: validation of every publish against the plant model.
@@ -254,6 +258,16 @@ impl GantryConfig {
             message: format!("cannot read the config file: {e}"),
         })?;
         let mut config = Self::parse(&src, &file)?;
+        if let Err(message) = config.historian.validate() {
+            let offset = src.find("[historian").unwrap_or(0);
+            let (line, column) = line_col(&src, offset);
+            return Err(ConfigError {
+                file,
+                line,
+                column,
+                message,
+            });
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         if config.data_dir.is_relative() {
             config.data_dir = base.join(&config.data_dir);
@@ -267,6 +281,14 @@ impl GantryConfig {
             && standard.is_relative()
         {
             config.standard = Some(base.join(standard));
+        }
+        if let Some(path) = &config.historian.path
+            && path.is_relative()
+        {
+            config.historian.path = Some(base.join(path));
+        }
+        if config.durability.sync == gantry_broker::SyncPolicy::Fsync {
+            config.historian.fsync = true;
         }
         if let Some(tls) = &mut config.tls {
             for path in [&mut tls.cert, &mut tls.key]

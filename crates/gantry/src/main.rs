@@ -7,6 +7,8 @@ mod cert;
 mod check;
 mod config;
 mod contracts;
+mod history;
+mod history_cmd;
 mod opcua_cmd;
 mod sources;
 mod tls_config;
@@ -88,6 +90,13 @@ enum Command {
         #[command(subcommand)]
         cmd: audit_cmd::AuditCommand,
     },
+    /// Query the historian: raw values, aggregates, snapshots, exports.
+    History {
+        #[command(flatten)]
+        location: history_cmd::HistoryLocation,
+        #[command(subcommand)]
+        cmd: history_cmd::HistoryCommand,
+    },
     /// OPC UA client certificates: trust server certificates, list them.
     Opcua {
         #[command(subcommand)]
@@ -105,6 +114,7 @@ fn main() -> ExitCode {
         Command::Role { cmd } => return exit_code(admin_cmd::run_role(&cmd)),
         Command::Audit { cmd } => return exit_code(audit_cmd::run_command(&cmd)),
         Command::Opcua { cmd } => return exit_code(opcua_cmd::run(&cmd)),
+        Command::History { location, cmd } => return exit_code(history_cmd::run(&location, &cmd)),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(&config))),
         Command::Demo {
             data_dir,
@@ -258,6 +268,14 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     if !command_router.is_empty() {
         observers.push(Arc::new(command_router));
     }
+    let historian = history::start(
+        &config.historian,
+        &config.data_dir,
+        contracts.as_ref().map(|c| &c.inspector),
+    )?;
+    if let Some(h) = &historian {
+        observers.push(h.recorder());
+    }
     let hooks = Hooks {
         authenticator: security.clone(),
         authorizer: security.clone(),
@@ -273,6 +291,9 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     if let Some(c) = &contracts {
         c.start(&broker, sys_interval);
     }
+    if let Some(h) = &historian {
+        history::spawn_status(&broker, h, sys_interval);
+    }
     if let Some(sim) = config.simulator.as_ref().filter(|s| s.enabled) {
         let machines = match &model {
             Some(m) => sources::simulated_machines(m),
@@ -286,7 +307,9 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     sources::spawn_write_auditor(write_outcomes, security.audit().cloned());
     sources::spawn_modbus(&broker, modbus_devices);
     sources::spawn_opcua(&broker, &config.data_dir, opcua_servers)?;
-    wait_for_shutdown(&broker, contracts.as_ref()).await
+    let result = wait_for_shutdown(&broker, contracts.as_ref()).await;
+    history::stop(historian).await;
+    result
 }
 
 /// Opens the audit log and the security file of `data_dir` and says at start
@@ -405,11 +428,19 @@ async fn demo(
         contracts.inspector.settings().clone(),
         security.audit().cloned(),
     ));
+    let historian = history::start(
+        &gantry_historian::HistorianConfig::default(),
+        &data_dir,
+        Some(&contracts.inspector),
+    )?;
     let hooks = Hooks {
         authenticator: security.clone(),
         authorizer: security.clone(),
         inspectors: vec![contracts.as_inspector(), write_gate],
-        ..Hooks::default()
+        observers: historian
+            .iter()
+            .map(|h| h.recorder() as Arc<dyn gantry_broker::hooks::PublishObserver>)
+            .collect(),
     };
     tracing::warn!(
         "DEMO MODE: anonymous clients are allowed, from 127.0.0.1 only. Use `gantry run --config FILE` in production."
@@ -418,6 +449,9 @@ async fn demo(
     let (broker, bound) = start(config, hooks).await?;
     log_listeners(&bound);
     contracts.start(&broker, sys_interval);
+    if let Some(h) = &historian {
+        history::spawn_status(&broker, h, sys_interval);
+    }
     // The machines are simulated PLCs on Modbus TCP, polled by the Modbus
     // connector with the `[[modbus]]` devices of the demo plant file.
     let mut devices = gantry_connectors::modbus::parse_devices(
@@ -445,7 +479,9 @@ async fn demo(
         data_dir.display(),
         plc_ports.join(", ")
     );
-    wait_for_shutdown(&broker, Some(&contracts)).await
+    let result = wait_for_shutdown(&broker, Some(&contracts)).await;
+    history::stop(historian).await;
+    result
 }
 
 /// Waits for Ctrl-C or SIGTERM; SIGHUP reloads the plant model (when

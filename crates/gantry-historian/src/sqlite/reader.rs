@@ -24,13 +24,20 @@ impl SqliteReader {
         if !path.exists() {
             return Err(HistorianError::Io {
                 path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no history database here yet (has Gantry run with the historian on?)"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no history database here yet (has Gantry run with the historian on?)",
+                ),
             });
         }
         let e = |source| HistorianError::sqlite(path, source);
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(e)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
         conn.pragma_update(None, "cache_size", -65_536).map_err(e)?;
         let found = super::schema::version(&conn).map_err(e)?;
         if found != super::SCHEMA_VERSION {
@@ -57,17 +64,27 @@ impl SqliteReader {
         }
         let t: Option<String> = self
             .conn
-            .query_row("SELECT value_type FROM series WHERE id = ?1", [series_id], |r| r.get(0))
+            .query_row(
+                "SELECT value_type FROM series WHERE id = ?1",
+                [series_id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(self.err())?;
-        let t = t.and_then(|t| ValueType::parse(&t)).unwrap_or(ValueType::Float);
+        let t = t
+            .and_then(|t| ValueType::parse(&t))
+            .unwrap_or(ValueType::Float);
         self.types.insert(series_id, t);
         Ok(t)
     }
 }
 
 /// Decodes `num, txt, quality` at `start` of a row.
-fn decode(row: &rusqlite::Row<'_>, start: usize, value_type: ValueType) -> rusqlite::Result<(gantry_model::Value, gantry_model::Quality)> {
+fn decode(
+    row: &rusqlite::Row<'_>,
+    start: usize,
+    value_type: ValueType,
+) -> rusqlite::Result<(gantry_model::Value, gantry_model::Quality)> {
     let (num, int) = match row.get_ref(start)? {
         SqlValue::Integer(i) => (None, Some(i)),
         SqlValue::Real(f) => (Some(f), None),
@@ -75,7 +92,10 @@ fn decode(row: &rusqlite::Row<'_>, start: usize, value_type: ValueType) -> rusql
     };
     let txt: Option<String> = row.get(start + 1)?;
     let quality: i64 = row.get(start + 2)?;
-    Ok((value_from_columns(value_type, num, int, txt), quality_from_code(quality)))
+    Ok((
+        value_from_columns(value_type, num, int, txt),
+        quality_from_code(quality),
+    ))
 }
 
 fn series_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SeriesInfo> {
@@ -90,10 +110,15 @@ fn series_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SeriesInfo> {
 }
 
 /// The literal part of a filter before its first wildcard, and the smallest
-/// string greater than every string with that prefix.
+/// string greater than every string with that prefix. A trailing `/#` also
+/// matches its parent level (`a/#` matches `a`), so its `/` is left out.
 pub(crate) fn prefix_range(filter: &str) -> (String, Option<String>) {
     let end = filter.find(['+', '#']).unwrap_or(filter.len());
-    let prefix = filter[..end].to_owned();
+    let mut prefix = &filter[..end];
+    if filter[end..].starts_with('#') {
+        prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    }
+    let prefix = prefix.to_owned();
     let mut upper = prefix.clone().into_bytes();
     while let Some(last) = upper.pop() {
         if last < 0x7f {
@@ -111,9 +136,14 @@ impl HistoryRead for SqliteReader {
         if !filter.contains(['+', '#']) {
             let mut stmt = self
                 .conn
-                .prepare_cached("SELECT id, topic, value_type, first_ms, last_ms FROM series WHERE topic = ?1")
+                .prepare_cached(
+                    "SELECT id, topic, value_type, first_ms, last_ms FROM series WHERE topic = ?1",
+                )
                 .map_err(&e)?;
-            let row = stmt.query_row([filter], series_row).optional().map_err(&e)?;
+            let row = stmt
+                .query_row([filter], series_row)
+                .optional()
+                .map_err(&e)?;
             out.extend(row);
         } else {
             let (lower, upper) = prefix_range(filter);
@@ -124,7 +154,9 @@ impl HistoryRead for SqliteReader {
                      WHERE topic >= ?1 AND (?2 IS NULL OR topic < ?2) ORDER BY topic",
                 )
                 .map_err(&e)?;
-            let rows = stmt.query_map(params![lower, upper], series_row).map_err(&e)?;
+            let rows = stmt
+                .query_map(params![lower, upper], series_row)
+                .map_err(&e)?;
             for r in rows {
                 let s = r.map_err(&e)?;
                 if gantry_codec::topic::matches(filter, &s.topic) {
@@ -158,14 +190,22 @@ impl HistoryRead for SqliteReader {
         while let Some(r) = rows.next().map_err(&e)? {
             let ts_ms: i64 = r.get(0).map_err(&e)?;
             let (value, quality) = decode(r, 1, value_type).map_err(&e)?;
-            if !visit(PointRow { ts_ms, value, quality }) {
+            if !visit(PointRow {
+                ts_ms,
+                value,
+                quality,
+            }) {
                 break;
             }
         }
         Ok(())
     }
 
-    fn last_at_or_before(&mut self, series_id: i64, at_ms: i64) -> Result<Option<PointRow>, HistorianError> {
+    fn last_at_or_before(
+        &mut self,
+        series_id: i64,
+        at_ms: i64,
+    ) -> Result<Option<PointRow>, HistorianError> {
         let value_type = self.value_type(series_id)?;
         let e = self.err();
         let mut stmt = self
@@ -176,13 +216,21 @@ impl HistoryRead for SqliteReader {
             .map_err(&e)?;
         stmt.query_row(params![series_id, at_ms], |r| {
             let (value, quality) = decode(r, 1, value_type)?;
-            Ok(PointRow { ts_ms: r.get(0)?, value, quality })
+            Ok(PointRow {
+                ts_ms: r.get(0)?,
+                value,
+                quality,
+            })
         })
         .optional()
         .map_err(&e)
     }
 
-    fn first_at_or_after(&mut self, series_id: i64, at_ms: i64) -> Result<Option<PointRow>, HistorianError> {
+    fn first_at_or_after(
+        &mut self,
+        series_id: i64,
+        at_ms: i64,
+    ) -> Result<Option<PointRow>, HistorianError> {
         let value_type = self.value_type(series_id)?;
         let e = self.err();
         let mut stmt = self
@@ -193,7 +241,11 @@ impl HistoryRead for SqliteReader {
             .map_err(&e)?;
         stmt.query_row(params![series_id, at_ms], |r| {
             let (value, quality) = decode(r, 1, value_type)?;
-            Ok(PointRow { ts_ms: r.get(0)?, value, quality })
+            Ok(PointRow {
+                ts_ms: r.get(0)?,
+                value,
+                quality,
+            })
         })
         .optional()
         .map_err(&e)
@@ -235,7 +287,11 @@ impl HistoryRead for SqliteReader {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(&e)
     }
 
-    fn snapshot(&mut self, series: &[i64], at_ms: i64) -> Result<Vec<(i64, PointRow)>, HistorianError> {
+    fn snapshot(
+        &mut self,
+        series: &[i64],
+        at_ms: i64,
+    ) -> Result<Vec<(i64, PointRow)>, HistorianError> {
         let mut out = Vec::with_capacity(series.len());
         for &id in series {
             if let Some(p) = self.last_at_or_before(id, at_ms)? {
@@ -264,17 +320,42 @@ impl HistoryRead for SqliteReader {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(&e)
     }
 
-    fn count_points(&mut self, series: &[i64], from_ms: i64, to_ms: i64) -> Result<u64, HistorianError> {
+    fn count_points(
+        &mut self,
+        series: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<u64, HistorianError> {
         let e = self.err();
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT count(*) FROM points WHERE series_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3")
+            .prepare_cached(
+                "SELECT count(*) FROM points WHERE series_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
+            )
             .map_err(&e)?;
         let mut total = 0u64;
         for &id in series {
-            let n: i64 = stmt.query_row(params![id, from_ms, to_ms], |r| r.get(0)).map_err(&e)?;
+            let n: i64 = stmt
+                .query_row(params![id, from_ms, to_ms], |r| r.get(0))
+                .map_err(&e)?;
             total += n as u64;
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_range;
+
+    #[test]
+    fn prefix_ranges_include_the_parent_of_a_trailing_hash() {
+        assert_eq!(
+            prefix_range("acme/dallas/#"),
+            ("acme/dallas".into(), Some("acme/dallat".into()))
+        );
+        assert_eq!(prefix_range("#"), (String::new(), None));
+        assert_eq!(prefix_range("a/+/b"), ("a/".into(), Some("a0".into())));
+        assert_eq!(prefix_range("a/b"), ("a/b".into(), Some("a/c".into())));
     }
 }

@@ -79,7 +79,11 @@ pub(crate) fn version(conn: &Connection) -> rusqlite::Result<i64> {
         return Ok(0);
     }
     let v: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
         .ok();
     Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
 }

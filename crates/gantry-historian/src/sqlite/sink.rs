@@ -48,7 +48,8 @@ fn open_connection(path: &Path, fsync: bool) -> Result<Connection, HistorianErro
     conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
         .map_err(e)?;
     conn.pragma_update(None, "cache_size", -65_536).map_err(e)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(e)?;
     Ok(conn)
 }
 
@@ -96,8 +97,11 @@ impl SqliteSink {
                 "history: the previous run did not stop cleanly; recorded a possible gap since the last commit"
             );
         }
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('open', '1')", [])
-            .map_err(e)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('open', '1')",
+            [],
+        )
+        .map_err(e)?;
         Ok(SqliteSink {
             conn,
             path: path.to_path_buf(),
@@ -112,7 +116,9 @@ impl SqliteSink {
     }
 
     fn write_batch(&mut self, points: &[Point], gaps: &[Gap]) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO points (series_id, ts_ms, num, txt, quality) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -120,14 +126,42 @@ impl SqliteSink {
             for p in points {
                 let meta = series_meta(&tx, &mut self.series, &p.topic, &p.value)?;
                 match &p.value {
-                    Value::Int(i) => insert.execute(params![meta.id, p.ts_ms, i, None::<String>, quality_code(p.quality)])?,
-                    Value::Bool(b) => insert.execute(params![meta.id, p.ts_ms, i64::from(*b), None::<String>, quality_code(p.quality)])?,
-                    Value::Float(f) => insert.execute(params![meta.id, p.ts_ms, f, None::<String>, quality_code(p.quality)])?,
-                    Value::Text(t) => insert.execute(params![meta.id, p.ts_ms, None::<i64>, t, quality_code(p.quality)])?,
+                    Value::Int(i) => insert.execute(params![
+                        meta.id,
+                        p.ts_ms,
+                        i,
+                        None::<String>,
+                        quality_code(p.quality)
+                    ])?,
+                    Value::Bool(b) => insert.execute(params![
+                        meta.id,
+                        p.ts_ms,
+                        i64::from(*b),
+                        None::<String>,
+                        quality_code(p.quality)
+                    ])?,
+                    Value::Float(f) => insert.execute(params![
+                        meta.id,
+                        p.ts_ms,
+                        f,
+                        None::<String>,
+                        quality_code(p.quality)
+                    ])?,
+                    Value::Text(t) => insert.execute(params![
+                        meta.id,
+                        p.ts_ms,
+                        None::<i64>,
+                        t,
+                        quality_code(p.quality)
+                    ])?,
                 };
                 let value_type = ValueType::of(&p.value);
                 if value_type.is_numeric() {
-                    let v = if p.quality == Quality::Bad { None } else { numeric(&p.value) };
+                    let v = if p.quality == Quality::Bad {
+                        None
+                    } else {
+                        numeric(&p.value)
+                    };
                     self.rollups.add(meta.id, p.ts_ms, v, meta.last_ms);
                 }
                 if let Some(m) = self.series.get_mut(&p.topic) {
@@ -146,7 +180,9 @@ impl SqliteSink {
             write_rollup(&tx, series_id, level, &row)?;
         }
         {
-            let mut update = tx.prepare_cached("UPDATE series SET first_ms = ?2, last_ms = ?3, value_type = ?4 WHERE id = ?1")?;
+            let mut update = tx.prepare_cached(
+                "UPDATE series SET first_ms = ?2, last_ms = ?3, value_type = ?4 WHERE id = ?1",
+            )?;
             for m in self.series.values_mut().filter(|m| m.touched) {
                 update.execute(params![m.id, m.first_ms, m.last_ms, m.value_type.as_str()])?;
                 m.touched = false;
@@ -180,10 +216,18 @@ impl SqliteSink {
             let Some(rule) = self.config.retention_for(&topic) else {
                 continue;
             };
-            for (table, keep) in [("points", rule.raw), ("rollup_1m", rule.minute), ("rollup_1h", rule.hour)] {
+            for (table, keep) in [
+                ("points", rule.raw),
+                ("rollup_1m", rule.minute),
+                ("rollup_1h", rule.hour),
+            ] {
                 let Some(keep) = keep else { continue };
                 let cutoff = now_ms.saturating_sub(keep.as_millis() as i64);
-                let column = if table == "points" { "ts_ms" } else { "bucket_ms" };
+                let column = if table == "points" {
+                    "ts_ms"
+                } else {
+                    "bucket_ms"
+                };
                 removed += tx.execute(
                     &format!("DELETE FROM {table} WHERE series_id = ?1 AND {column} < ?2"),
                     params![id, cutoff],
@@ -287,8 +331,12 @@ fn write_rollup(
     row: &RollupRow,
 ) -> rusqlite::Result<()> {
     let sql = match level {
-        RollupLevel::Minute => "INSERT OR REPLACE INTO rollup_1m VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        RollupLevel::Hour => "INSERT OR REPLACE INTO rollup_1h VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        RollupLevel::Minute => {
+            "INSERT OR REPLACE INTO rollup_1m VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        }
+        RollupLevel::Hour => {
+            "INSERT OR REPLACE INTO rollup_1h VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        }
     };
     let has = row.count > 0;
     tx.prepare_cached(sql)?.execute(params![
@@ -329,7 +377,10 @@ impl Sink for SqliteSink {
 
     fn close(&mut self) -> Result<(), HistorianError> {
         self.conn
-            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('open', '0')", [])
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('open', '0')",
+                [],
+            )
             .map_err(self.err())?;
         let _ = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
         Ok(())
