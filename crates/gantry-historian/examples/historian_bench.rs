@@ -188,17 +188,20 @@ fn queries(url: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error::E
         rows(snap_tags, snap_tags * per_tag, base + DAY_MS, 36_000).filter(|(t, _, _)| *t != 0)
     };
     let path = dir.join("query.sqlite");
-    let _ = std::fs::remove_file(&path);
-    sqlite_load(&path, snap_tags.max(1), day().chain(snap()))?;
     let mut pg = pg_connect(url)?;
-    pg_reset(&mut pg, "bench_query")?;
-    pg_copy(
-        &mut pg,
-        "bench_query",
-        snap_tags.max(1),
-        day().chain(snap()),
-    )?;
-    pg.batch_execute("ANALYZE bench_query.points; ANALYZE bench_query.series")?;
+    // `--reuse` keeps the data of the previous run (for profiling the queries).
+    if !std::env::args().any(|a| a == "--reuse") {
+        let _ = std::fs::remove_file(&path);
+        sqlite_load(&path, snap_tags.max(1), day().chain(snap()))?;
+        pg_reset(&mut pg, "bench_query")?;
+        pg_copy(
+            &mut pg,
+            "bench_query",
+            snap_tags.max(1),
+            day().chain(snap()),
+        )?;
+        pg.batch_execute("ANALYZE bench_query.points; ANALYZE bench_query.series")?;
+    }
 
     // 1. One day at 1 Hz to 1,000 buckets (86.4 s): count, min, max, avg.
     let mut reader = SqliteReader::open(&path)?;
@@ -311,7 +314,9 @@ fn queries(url: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error::E
         snap_ours.values.len(),
         best / o
     );
-    pg.batch_execute("DROP SCHEMA bench_query CASCADE")?;
+    if !std::env::args().any(|a| a == "--keep") {
+        pg.batch_execute("DROP SCHEMA bench_query CASCADE")?;
+    }
     Ok(())
 }
 

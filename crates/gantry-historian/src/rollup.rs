@@ -3,20 +3,30 @@
 //! writer as data arrives. Bad-quality values are counted separately and left
 //! out of the aggregates. Text series have no rollups.
 
+use std::collections::{BTreeSet, HashMap};
+
 use serde::Serialize;
 
 /// A rollup table and its bucket width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum RollupLevel {
+    /// 10 seconds: lets trend queries with any bucket width (a day in 1,000
+    /// buckets is 86.4 s) read raw values only at the bucket edges.
+    TenSeconds,
     Minute,
     Hour,
 }
 
 impl RollupLevel {
-    pub const ALL: [RollupLevel; 2] = [RollupLevel::Minute, RollupLevel::Hour];
+    pub const ALL: [RollupLevel; 3] = [
+        RollupLevel::TenSeconds,
+        RollupLevel::Minute,
+        RollupLevel::Hour,
+    ];
 
     pub const fn width_ms(self) -> i64 {
         match self {
+            RollupLevel::TenSeconds => 10_000,
             RollupLevel::Minute => 60_000,
             RollupLevel::Hour => 3_600_000,
         }
@@ -24,6 +34,7 @@ impl RollupLevel {
 
     pub const fn table(self) -> &'static str {
         match self {
+            RollupLevel::TenSeconds => "rollup_10s",
             RollupLevel::Minute => "rollup_1m",
             RollupLevel::Hour => "rollup_1h",
         }
@@ -32,7 +43,10 @@ impl RollupLevel {
     /// Start of the bucket holding `ts_ms` (buckets are aligned to the Unix
     /// epoch, so to whole UTC minutes and hours).
     pub const fn bucket_of(self, ts_ms: i64) -> i64 {
-        ts_ms.div_euclid(self.width_ms()) * self.width_ms()
+        // Saturating: a timestamp near i64::MIN must not overflow.
+        ts_ms
+            .div_euclid(self.width_ms())
+            .saturating_mul(self.width_ms())
     }
 }
 
@@ -121,14 +135,21 @@ impl RollupRow {
 /// since start) is marked for recomputation from the raw values.
 #[derive(Debug, Default)]
 pub struct RollupTracker {
-    open: std::collections::HashMap<(i64, RollupLevel), RollupRow>,
-    /// Open buckets changed in the current batch: written at commit.
-    dirty: std::collections::BTreeSet<(i64, RollupLevel, i64)>,
+    open: HashMap<(i64, RollupLevel), OpenBucket>,
+    /// Open buckets that changed in the current batch (flag set on the
+    /// bucket), in the order they first changed: written at commit.
+    dirty: Vec<(i64, RollupLevel)>,
     /// Buckets changed in the current batch and then closed by a newer
     /// bucket of the same series in the same batch: written at commit too.
-    closed: std::collections::BTreeMap<(i64, RollupLevel, i64), RollupRow>,
+    closed: HashMap<(i64, RollupLevel, i64), RollupRow>,
     /// Buckets to recompute from raw values before writing.
-    recompute: std::collections::BTreeSet<(i64, RollupLevel, i64)>,
+    recompute: BTreeSet<(i64, RollupLevel, i64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenBucket {
+    row: RollupRow,
+    dirty: bool,
 }
 
 /// What the tracker needs to know about a series' stored history.
@@ -139,8 +160,8 @@ pub struct SeriesState {
 }
 
 impl RollupTracker {
-    /// Accounts one value of a numeric series; `quality_ok` is false for bad
-    /// quality. `prior_last_ms` is the series' latest stored timestamp before
+    /// Accounts one value of a numeric series (`None` for a bad-quality
+    /// value). `prior_last_ms` is the series' latest stored timestamp before
     /// this value.
     pub fn add(
         &mut self,
@@ -149,18 +170,20 @@ impl RollupTracker {
         value: Option<f64>,
         prior_last_ms: Option<i64>,
     ) {
+        let in_order = prior_last_ms.is_none_or(|last| ts_ms > last);
         for level in RollupLevel::ALL {
             let bucket = level.bucket_of(ts_ms);
             let key = (series_id, level, bucket);
-            if self.recompute.contains(&key) {
+            if !self.recompute.is_empty() && self.recompute.contains(&key) {
                 continue;
             }
-            let in_order = prior_last_ms.is_none_or(|last| ts_ms > last);
-            let open = self.open.get_mut(&(series_id, level));
-            match open {
-                Some(row) if row.bucket_ms == bucket && in_order => {
-                    row.add(ts_ms, value);
-                    self.dirty.insert(key);
+            match self.open.get_mut(&(series_id, level)) {
+                Some(open) if open.row.bucket_ms == bucket && in_order => {
+                    open.row.add(ts_ms, value);
+                    if !open.dirty {
+                        open.dirty = true;
+                        self.dirty.push((series_id, level));
+                    }
                 }
                 _ if in_order
                     && prior_last_ms.is_none_or(|last| level.bucket_of(last) < bucket) =>
@@ -168,17 +191,38 @@ impl RollupTracker {
                     // A bucket newer than anything stored: it starts here.
                     let mut row = RollupRow::empty(bucket);
                     row.add(ts_ms, value);
-                    if let Some(old) = self.open.insert((series_id, level), row) {
-                        self.close(series_id, level, old);
-                    }
-                    self.dirty.insert(key);
+                    self.replace_open(series_id, level, OpenBucket { row, dirty: true });
                 }
-                _ => {
+                open => {
+                    if let Some(open) = open
+                        && open.row.bucket_ms == bucket
+                    {
+                        // Recomputed at commit instead.
+                        open.dirty = false;
+                    }
                     self.recompute.insert(key);
-                    self.dirty.remove(&key);
                     self.closed.remove(&key);
                 }
             }
+        }
+    }
+
+    /// Makes `new` the open bucket of a series and level; the one it replaces
+    /// is still written at commit if it changed in this batch.
+    fn replace_open(&mut self, series_id: i64, level: RollupLevel, new: OpenBucket) {
+        let dirty = new.dirty;
+        match self.open.insert((series_id, level), new) {
+            Some(old) => {
+                if old.dirty {
+                    self.closed
+                        .insert((series_id, level, old.row.bucket_ms), old.row);
+                    // Its place in `dirty` now stands for the new bucket.
+                } else if dirty {
+                    self.dirty.push((series_id, level));
+                }
+            }
+            None if dirty => self.dirty.push((series_id, level)),
+            None => {}
         }
     }
 
@@ -190,42 +234,33 @@ impl RollupTracker {
     /// Stores a recomputed bucket; it becomes the open one if it is the
     /// series' newest.
     pub fn recomputed(&mut self, series_id: i64, level: RollupLevel, row: RollupRow) {
-        let newer = self
-            .open
-            .get(&(series_id, level))
-            .is_none_or(|open| open.bucket_ms <= row.bucket_ms);
-        if newer && let Some(old) = self.open.insert((series_id, level), row) {
-            // (Not the same bucket: that one was just recomputed.)
-            if old.bucket_ms != row.bucket_ms {
-                self.close(series_id, level, old);
+        match self.open.get_mut(&(series_id, level)) {
+            Some(open) if open.row.bucket_ms == row.bucket_ms => {
+                open.row = row;
+                open.dirty = false;
+            }
+            Some(open) if open.row.bucket_ms > row.bucket_ms => {}
+            _ => self.replace_open(series_id, level, OpenBucket { row, dirty: false }),
+        }
+    }
+
+    /// The rows to write at commit: the open buckets changed in this batch
+    /// and the ones they replaced.
+    pub fn take_dirty(&mut self) -> Vec<(i64, RollupLevel, RollupRow)> {
+        let mut out: Vec<(i64, RollupLevel, RollupRow)> = self
+            .closed
+            .drain()
+            .map(|((series, level, _), row)| (series, level, row))
+            .collect();
+        for key in std::mem::take(&mut self.dirty) {
+            if let Some(open) = self.open.get_mut(&key)
+                && open.dirty
+            {
+                open.dirty = false;
+                out.push((key.0, key.1, open.row));
             }
         }
-    }
-
-    /// An open bucket replaced by a newer one: if it changed in this batch,
-    /// it is still written at commit.
-    fn close(&mut self, series_id: i64, level: RollupLevel, old: RollupRow) {
-        let key = (series_id, level, old.bucket_ms);
-        if self.dirty.remove(&key) {
-            self.closed.insert(key, old);
-        }
-    }
-
-    /// The rows to write at commit (the open buckets changed in this batch).
-    pub fn take_dirty(&mut self) -> Vec<(i64, RollupLevel, RollupRow)> {
-        let dirty = std::mem::take(&mut self.dirty);
-        let closed = std::mem::take(&mut self.closed);
-        let open = dirty.into_iter().filter_map(|(series, level, bucket)| {
-            self.open
-                .get(&(series, level))
-                .filter(|row| row.bucket_ms == bucket)
-                .map(|row| (series, level, *row))
-        });
-        closed
-            .into_iter()
-            .map(|((series, level, _), row)| (series, level, row))
-            .chain(open)
-            .collect()
+        out
     }
 
     /// Forgets everything (after a failed transaction: the store is the truth).
@@ -258,7 +293,7 @@ mod tests {
         t.add(1, 2_000, Some(3.0), Some(1_000));
         t.add(1, 3_000, None, Some(2_000));
         let dirty = t.take_dirty();
-        assert_eq!(dirty.len(), 2);
+        assert_eq!(dirty.len(), 3);
         let (_, _, m) = dirty[0];
         assert_eq!(
             (m.count, m.bad_count, m.min, m.max, m.first, m.last),
@@ -267,14 +302,18 @@ mod tests {
         assert_eq!(m.avg(), Some(2.0));
         // Out of order: recompute.
         t.add(1, 1_500, Some(9.0), Some(3_000));
-        assert_eq!(t.take_recompute().len(), 2);
+        assert_eq!(t.take_recompute().len(), 3);
         assert!(t.take_dirty().is_empty());
         // A bucket not seen since start but not newer than the stored data.
         let mut t = RollupTracker::default();
         t.add(1, 61_000, Some(1.0), Some(60_500));
         assert_eq!(
             t.take_recompute(),
-            vec![(1, RollupLevel::Minute, 60_000), (1, RollupLevel::Hour, 0)]
+            vec![
+                (1, RollupLevel::TenSeconds, 60_000),
+                (1, RollupLevel::Minute, 60_000),
+                (1, RollupLevel::Hour, 0)
+            ]
         );
     }
 
@@ -302,7 +341,11 @@ mod tests {
         t.add(1, 122_000, Some(6.0), Some(181_000));
         assert_eq!(
             t.take_recompute(),
-            vec![(1, RollupLevel::Minute, 120_000), (1, RollupLevel::Hour, 0)]
+            vec![
+                (1, RollupLevel::TenSeconds, 120_000),
+                (1, RollupLevel::Minute, 120_000),
+                (1, RollupLevel::Hour, 0)
+            ]
         );
         let written: Vec<i64> = t
             .take_dirty()

@@ -71,6 +71,7 @@ cases!(
     case_int_and_bool_series,
     case_rollups_equal_raw,
     case_snapshot_subtree,
+    case_snapshot_mixed_rates,
     case_last,
     case_export_csv,
     case_export_json,

@@ -30,6 +30,7 @@ struct Statements {
     points: Statement,
     last_at_or_before: Statement,
     first_at_or_after: Statement,
+    rollup_10s: Statement,
     rollup_1m: Statement,
     rollup_1h: Statement,
     snapshot: Statement,
@@ -106,6 +107,7 @@ impl PostgresReader {
                 "SELECT ts_ms, num, txt, quality FROM {s}.points \
                  WHERE series_id = $1 AND ts_ms >= $2 ORDER BY ts_ms LIMIT 1",
             )?,
+            rollup_10s: prepare(&ROLLUPS.replace("{table}", RollupLevel::TenSeconds.table()))?,
             rollup_1m: prepare(&ROLLUPS.replace("{table}", RollupLevel::Minute.table()))?,
             rollup_1h: prepare(&ROLLUPS.replace("{table}", RollupLevel::Hour.table()))?,
             snapshot: prepare(
@@ -306,6 +308,7 @@ impl HistoryRead for PostgresReader {
     ) -> Result<Vec<RollupRow>, HistorianError> {
         let e = self.target.err("read rollups");
         let stmt = match level {
+            RollupLevel::TenSeconds => &self.stmts.rollup_10s,
             RollupLevel::Minute => &self.stmts.rollup_1m,
             RollupLevel::Hour => &self.stmts.rollup_1h,
         };

@@ -46,6 +46,16 @@ CREATE TABLE IF NOT EXISTS {s}.points (
     PRIMARY KEY (series_id, ts_ms)
 );
 -- Aggregates of good and uncertain values per bucket; bad values only counted.
+CREATE TABLE IF NOT EXISTS {s}.rollup_10s (
+    series_id bigint NOT NULL,
+    bucket_ms bigint NOT NULL,           -- start of the 10-second bucket
+    count     bigint NOT NULL,
+    bad_count bigint NOT NULL,
+    min double precision, max double precision, sum double precision,
+    first_ms bigint, first double precision,
+    last_ms  bigint, last  double precision,
+    PRIMARY KEY (series_id, bucket_ms)
+);
 CREATE TABLE IF NOT EXISTS {s}.rollup_1m (
     series_id bigint NOT NULL,
     bucket_ms bigint NOT NULL,           -- start of the UTC minute

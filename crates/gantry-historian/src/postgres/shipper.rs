@@ -467,6 +467,7 @@ struct Statements {
     copy: Statement,
     insert_points: Statement,
     recompute: Statement,
+    rollup_10s: Statement,
     rollup_1m: Statement,
     rollup_1h: Statement,
     update_series: Statement,
@@ -525,6 +526,9 @@ impl Session {
                  JOIN {s}.points p ON p.series_id = b.series_id AND p.ts_ms >= b.bucket_ms \
                       AND p.ts_ms < b.end_ms AND p.txt IS NULL \
                  ORDER BY b.ord, p.ts_ms",
+            )?,
+            rollup_10s: prepare(
+                &ROLLUP_UPSERT.replace("{table}", RollupLevel::TenSeconds.table()),
             )?,
             rollup_1m: prepare(&ROLLUP_UPSERT.replace("{table}", RollupLevel::Minute.table()))?,
             rollup_1h: prepare(&ROLLUP_UPSERT.replace("{table}", RollupLevel::Hour.table()))?,
@@ -758,6 +762,7 @@ impl Session {
             let last: Vec<Option<f64>> =
                 rows.iter().map(|(_, r)| has(r).then_some(r.last)).collect();
             let stmt = match level {
+                RollupLevel::TenSeconds => &stmts.rollup_10s,
                 RollupLevel::Minute => &stmts.rollup_1m,
                 RollupLevel::Hour => &stmts.rollup_1h,
             };
@@ -845,7 +850,7 @@ impl Session {
             .query(&target.sql("SELECT id, topic FROM {s}.series"), &[])
             .map_err(&e)?;
         // Per table: series ids and their cutoffs.
-        let mut cutoffs: [(Vec<i64>, Vec<i64>); 3] = Default::default();
+        let mut cutoffs: [(Vec<i64>, Vec<i64>); 4] = Default::default();
         let mut raw_ids: Vec<i64> = Vec::new();
         for row in series {
             let id: i64 = row.try_get(0).map_err(&e)?;
@@ -853,7 +858,11 @@ impl Session {
             let Some(rule) = config.retention_for(&topic) else {
                 continue;
             };
-            for (i, keep) in [rule.raw, rule.minute, rule.hour].into_iter().enumerate() {
+            // 10-second rollups are detail of the raw values: kept as long.
+            for (i, keep) in [rule.raw, rule.raw, rule.minute, rule.hour]
+                .into_iter()
+                .enumerate()
+            {
                 if let Some(keep) = keep {
                     let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
                     cutoffs[i].0.push(id);
@@ -867,6 +876,7 @@ impl Session {
         let mut removed = 0u64;
         for ((table, column), (ids, cut)) in [
             ("points", "ts_ms"),
+            ("rollup_10s", "bucket_ms"),
             ("rollup_1m", "bucket_ms"),
             ("rollup_1h", "bucket_ms"),
         ]

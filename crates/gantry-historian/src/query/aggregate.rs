@@ -689,9 +689,9 @@ mod tests {
                 Quality::Good,
             );
         }
-        // One-hour buckets starting at 00:00:30: the raw spans are the first
-        // 30 s, the minute around 01:00:30's boundary... as planned.
-        let from = 30_000;
+        // One-hour buckets starting at 00:00:30.5: the raw spans are the
+        // first 9.5 s, the 10 s around 01:00:30's boundary and the last 0.5 s.
+        let from = 30_500;
         let r = aggregate(
             &mut s,
             &FullAccess,
@@ -699,10 +699,11 @@ mod tests {
         )
         .expect("aggregate");
         assert_eq!(r.series[0].source, "raw");
-        // Raw: [0:00:30, 0:01), [1:00, 1:01), [2:00, 2:00:30) = 3 calls; the
-        // minute spans [0:01, 1:00) and [1:01, 2:00) are fetched together.
+        // Raw: [0:00:30.5, 0:00:40), [1:00:30, 1:00:40), [2:00:30, 2:00:30.5)
+        // = 3 calls; the 10 s and minute spans take two calls per level (the
+        // rows between a level's spans are not worth reading).
         assert_eq!(s.calls.points, 3);
-        assert_eq!(s.calls.rollups, 1);
+        assert_eq!(s.calls.rollups, 4);
         assert_eq!(r.series[0].buckets[0].count, 3_600);
         // Aligned minutes: rollups only, one call.
         s.calls = Default::default();
@@ -719,13 +720,14 @@ mod tests {
             (r.series[0].source, s.calls.points, s.calls.rollups),
             ("rollup_1h", 0, 1)
         );
-        // 86.4 s buckets: mostly raw edges, so one raw pass instead.
+        // 86.4 s buckets: 10 s and minute rollups inside, raw values only in
+        // the 10 s around each of the 120 boundaries not on a 10 s multiple.
         s.calls = Default::default();
         let r =
             aggregate(&mut s, &FullAccess, &q("t/x", 0, 3 * H, 86_400, &STATS)).expect("aggregate");
         assert_eq!(
             (r.series[0].source, s.calls.points, s.calls.rollups),
-            ("raw", 1, 0)
+            ("raw", 120, 2)
         );
     }
 

@@ -249,9 +249,9 @@ mod tests {
     }
 
     #[test]
-    fn unaligned_buckets_use_hours_minutes_and_raw_edges() {
-        // One-day buckets starting at 00:00:30.
-        let from = 30_000;
+    fn unaligned_buckets_use_hours_minutes_ten_seconds_and_raw_edges() {
+        // One-day buckets starting at 00:00:30.5.
+        let from = 30_500;
         let plan =
             CoverPlan::new(&BucketGrid::new(from, from + 2 * 24 * H, 24 * H, 10).expect("grid"));
         assert_eq!(
@@ -262,38 +262,53 @@ mod tests {
             spans(&plan, RollupLevel::Minute),
             vec![(M, H), (24 * H + M, 25 * H)]
         );
-        // Raw edges: the start, the minute around the bucket boundary, the end.
+        assert_eq!(
+            spans(&plan, RollupLevel::TenSeconds),
+            vec![
+                (40_000, M),
+                (24 * H, 24 * H + 30_000),
+                (24 * H + 40_000, 24 * H + M),
+                (48 * H, 48 * H + 30_000)
+            ]
+        );
+        // Raw edges: the start, the 10 s around the bucket boundary, the end.
         assert_eq!(
             plan.raw,
             vec![
                 Span {
                     start: from,
-                    end: M
+                    end: 40_000
                 },
                 Span {
-                    start: 24 * H,
-                    end: 24 * H + M
+                    start: 24 * H + 30_000,
+                    end: 24 * H + 40_000
                 },
                 Span {
-                    start: 48 * H,
+                    start: 48 * H + 30_000,
                     end: 48 * H + from
                 },
             ]
         );
         assert_eq!(plan.finest(), "raw");
-        assert_eq!(plan.raw_ms(), 30_000 + 60_000 + 30_000);
+        assert_eq!(plan.raw_ms(), 9_500 + 10_000 + 500);
         // Hour spans separated by one hour are fetched together.
+        let hours = &plan
+            .levels
+            .iter()
+            .find(|(l, _)| *l == RollupLevel::Hour)
+            .expect("hour spans")
+            .1;
         assert_eq!(
-            CoverPlan::fetch_ranges(RollupLevel::Hour, &plan.levels[0].1),
+            CoverPlan::fetch_ranges(RollupLevel::Hour, hours),
             vec![Span {
                 start: H,
                 end: 48 * H
             }]
         );
-        assert!(CoverPlan::takes(&plan.levels[0].1, H));
-        assert!(!CoverPlan::takes(&plan.levels[0].1, 24 * H));
-        assert!(CoverPlan::takes(&plan.levels[0].1, 47 * H));
-        assert!(!CoverPlan::takes(&plan.levels[0].1, 48 * H));
+        assert!(CoverPlan::takes(hours, H));
+        assert!(!CoverPlan::takes(hours, 24 * H));
+        assert!(CoverPlan::takes(hours, 47 * H));
+        assert!(!CoverPlan::takes(hours, 48 * H));
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub struct SqliteReader {
     path: PathBuf,
     /// Series types, for decoding values.
     types: HashMap<i64, ValueType>,
+    /// First and last stored timestamps of the series listed by
+    /// `series_matching`, which let a snapshot skip series that are settled
+    /// without reading their values.
+    bounds: HashMap<i64, (Option<i64>, Option<i64>)>,
 }
 
 impl SqliteReader {
@@ -51,6 +55,7 @@ impl SqliteReader {
             conn,
             path: path.to_path_buf(),
             types: HashMap::new(),
+            bounds: HashMap::new(),
         })
     }
 
@@ -129,6 +134,30 @@ pub(crate) fn prefix_range(filter: &str) -> (String, Option<String>) {
     (prefix, None)
 }
 
+impl SqliteReader {
+    /// The value stored at exactly `ts_ms`.
+    fn point_at(&mut self, series_id: i64, ts_ms: i64) -> Result<Option<PointRow>, HistorianError> {
+        let value_type = self.value_type(series_id)?;
+        let e = self.err();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT ts_ms, num, txt, quality FROM points WHERE series_id = ?1 AND ts_ms = ?2",
+            )
+            .map_err(&e)?;
+        stmt.query_row(params![series_id, ts_ms], |r| {
+            let (value, quality) = decode(r, 1, value_type)?;
+            Ok(PointRow {
+                ts_ms: r.get(0)?,
+                value,
+                quality,
+            })
+        })
+        .optional()
+        .map_err(&e)
+    }
+}
+
 impl HistoryRead for SqliteReader {
     fn series_matching(&mut self, filter: &str) -> Result<Vec<SeriesInfo>, HistorianError> {
         let e = self.err();
@@ -167,6 +196,7 @@ impl HistoryRead for SqliteReader {
         drop(e);
         for s in &out {
             self.types.insert(s.id, s.value_type);
+            self.bounds.insert(s.id, (s.first_ms, s.last_ms));
         }
         Ok(out)
     }
@@ -292,10 +322,100 @@ impl HistoryRead for SqliteReader {
         series: &[i64],
         at_ms: i64,
     ) -> Result<Vec<(i64, PointRow)>, HistorianError> {
+        // Walk the time index backwards from T: the first row met for a
+        // wanted series is its latest value at or before T. Series not met
+        // within the scan budget (slow tags, far in the past) fall back to
+        // one lookup each, so the cost stays bounded either way.
+        let mut slot: HashMap<i64, usize> = HashMap::with_capacity(series.len());
+        let mut settled: Vec<(usize, i64)> = Vec::new();
+        for (i, &id) in series.iter().enumerate() {
+            match self.bounds.get(&id) {
+                // Nothing stored at or before T: absent.
+                Some((Some(first), _)) if *first > at_ms => {}
+                // Unchanged since T: its latest value is the answer.
+                Some((_, Some(last))) if *last <= at_ms => settled.push((i, *last)),
+                _ => {
+                    slot.entry(id).or_insert(i);
+                }
+            }
+        }
+        let mut found: Vec<Option<PointRow>> = vec![None; series.len()];
+        for (i, ts) in settled {
+            found[i] = self.point_at(series[i], ts)?;
+        }
+        let mut text_rows: Vec<usize> = Vec::new();
+        let mut missing = slot.len();
+        let budget = 8 * missing + 10_000;
+        {
+            let e = self.err();
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT series_id, ts_ms, num, quality FROM points INDEXED BY points_by_time \
+                     WHERE ts_ms <= ?1 ORDER BY ts_ms DESC",
+                )
+                .map_err(&e)?;
+            let mut rows = stmt.query([at_ms]).map_err(&e)?;
+            let mut scanned = 0usize;
+            while missing > 0 && scanned < budget {
+                let Some(r) = rows.next().map_err(&e)? else {
+                    break;
+                };
+                scanned += 1;
+                let id: i64 = r.get(0).map_err(&e)?;
+                let Some(&i) = slot.get(&id) else { continue };
+                if found[i].is_some() {
+                    continue;
+                }
+                let (num, int) = match r.get_ref(2).map_err(&e)? {
+                    SqlValue::Integer(v) => (None, Some(v)),
+                    SqlValue::Real(v) => (Some(v), None),
+                    _ => (None, None),
+                };
+                if num.is_none() && int.is_none() {
+                    text_rows.push(i);
+                }
+                let quality: i64 = r.get(3).map_err(&e)?;
+                let value_type = self.types.get(&id).copied().unwrap_or(ValueType::Float);
+                found[i] = Some(PointRow {
+                    ts_ms: r.get(1).map_err(&e)?,
+                    value: value_from_columns(value_type, num, int, None),
+                    quality: quality_from_code(quality),
+                });
+                missing -= 1;
+            }
+        }
+        // String values are not in the time index: read them by key.
+        for i in text_rows {
+            let id = series[i];
+            let Some(ts_ms) = found[i].as_ref().map(|r| r.ts_ms) else {
+                continue;
+            };
+            let value_type = self.value_type(id)?;
+            let e = self.err();
+            let txt: Option<String> = self
+                .conn
+                .prepare_cached("SELECT txt FROM points WHERE series_id = ?1 AND ts_ms = ?2")
+                .map_err(&e)?
+                .query_row(params![id, ts_ms], |r| r.get(0))
+                .optional()
+                .map_err(&e)?
+                .flatten();
+            if let Some(row) = found[i].as_mut() {
+                row.value = value_from_columns(value_type, None, None, txt);
+            }
+        }
         let mut out = Vec::with_capacity(series.len());
-        for &id in series {
-            if let Some(p) = self.last_at_or_before(id, at_ms)? {
-                out.push((id, p));
+        for (i, &id) in series.iter().enumerate() {
+            let scanned = slot.get(&id) == Some(&i);
+            match found[i].take() {
+                Some(p) => out.push((id, p)),
+                None if scanned && missing > 0 => {
+                    if let Some(p) = self.last_at_or_before(id, at_ms)? {
+                        out.push((id, p));
+                    }
+                }
+                None => {}
             }
         }
         Ok(out)

@@ -31,7 +31,21 @@ CREATE TABLE IF NOT EXISTS points (
     quality   INTEGER NOT NULL,
     PRIMARY KEY (series_id, ts_ms)
 ) WITHOUT ROWID;
+-- The same values in time order (with the series id, as the primary key's
+-- columns ride along), so that "every tag as of T" is one backward scan
+-- instead of one lookup per tag.
+CREATE INDEX IF NOT EXISTS points_by_time ON points (ts_ms, num, quality);
 -- Aggregates of good and uncertain values per bucket; bad values only counted.
+CREATE TABLE IF NOT EXISTS rollup_10s (
+    series_id INTEGER NOT NULL,
+    bucket_ms INTEGER NOT NULL,        -- start of the 10-second bucket
+    count     INTEGER NOT NULL,
+    bad_count INTEGER NOT NULL,
+    min REAL, max REAL, sum REAL,
+    first_ms INTEGER, first REAL,
+    last_ms  INTEGER, last  REAL,
+    PRIMARY KEY (series_id, bucket_ms)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_1m (
     series_id INTEGER NOT NULL,
     bucket_ms INTEGER NOT NULL,        -- start of the UTC minute

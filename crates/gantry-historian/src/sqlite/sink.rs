@@ -22,13 +22,16 @@ struct SeriesMeta {
     value_type: ValueType,
     first_ms: Option<i64>,
     last_ms: Option<i64>,
+    /// Changed in the current batch (first/last written at commit).
     touched: bool,
 }
 
 pub struct SqliteSink {
     conn: Connection,
     path: PathBuf,
-    series: HashMap<Arc<str>, SeriesMeta>,
+    /// Topic → index into `metas`.
+    series: HashMap<Arc<str>, usize>,
+    metas: Vec<SeriesMeta>,
     rollups: RollupTracker,
     config: HistorianConfig,
 }
@@ -48,6 +51,10 @@ fn open_connection(path: &Path, fsync: bool) -> Result<Connection, HistorianErro
     conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
         .map_err(e)?;
     conn.pragma_update(None, "cache_size", -65_536).map_err(e)?;
+    // Checkpoint the WAL into the database every 64 MiB rather than 4 MiB:
+    // a page rewritten by many batches is copied back once.
+    conn.pragma_update(None, "wal_autocheckpoint", 16_384)
+        .map_err(e)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(e)?;
     Ok(conn)
@@ -106,6 +113,7 @@ impl SqliteSink {
             conn,
             path: path.to_path_buf(),
             series: HashMap::new(),
+            metas: Vec::new(),
             rollups: RollupTracker::default(),
             config: config.clone(),
         })
@@ -119,44 +127,46 @@ impl SqliteSink {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Resolve every point's series once, then insert in (series, time)
+        // order: consecutive inserts land on the same B-tree leaf, and the
+        // rollup tracker sees each series' values in time order. The sort is
+        // stable, so of two values with the same timestamp the later wins.
+        let mut order: Vec<(usize, u32)> = Vec::with_capacity(points.len());
+        for (i, p) in points.iter().enumerate() {
+            let slot = series_slot(&tx, &mut self.series, &mut self.metas, &p.topic, &p.value)?;
+            order.push((slot, i as u32));
+        }
+        order.sort_by_key(|&(slot, i)| (self.metas[slot].id, points[i as usize].ts_ms));
+        let mut touched: Vec<usize> = Vec::new();
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO points (series_id, ts_ms, num, txt, quality) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for p in points {
-                let meta = series_meta(&tx, &mut self.series, &p.topic, &p.value)?;
-                match &p.value {
-                    Value::Int(i) => insert.execute(params![
-                        meta.id,
-                        p.ts_ms,
-                        i,
-                        None::<String>,
-                        quality_code(p.quality)
-                    ])?,
-                    Value::Bool(b) => insert.execute(params![
-                        meta.id,
-                        p.ts_ms,
-                        i64::from(*b),
-                        None::<String>,
-                        quality_code(p.quality)
-                    ])?,
-                    Value::Float(f) => insert.execute(params![
-                        meta.id,
-                        p.ts_ms,
-                        f,
-                        None::<String>,
-                        quality_code(p.quality)
-                    ])?,
-                    Value::Text(t) => insert.execute(params![
-                        meta.id,
-                        p.ts_ms,
-                        None::<i64>,
-                        t,
-                        quality_code(p.quality)
-                    ])?,
+            // Rows go in CHUNK at a time through one multi-row INSERT: the
+            // per-statement cost (bind, step, reset) is paid once per chunk.
+            let mut insert_chunk = tx.prepare_cached(&insert_sql(CHUNK))?;
+            let mut insert_one = tx.prepare_cached(&insert_sql(1))?;
+            for chunk in order.chunks(CHUNK) {
+                let stmt = if chunk.len() == CHUNK {
+                    &mut insert_chunk
+                } else {
+                    &mut insert_one
                 };
-                let value_type = ValueType::of(&p.value);
-                if value_type.is_numeric() {
+                let mut bound = 0;
+                for &(slot, i) in chunk {
+                    let p = &points[i as usize];
+                    bind_point(stmt, bound * 5, self.metas[slot].id, p)?;
+                    bound += 1;
+                    if chunk.len() != CHUNK {
+                        stmt.raw_execute()?;
+                        bound = 0;
+                    }
+                }
+                if chunk.len() == CHUNK {
+                    stmt.raw_execute()?;
+                }
+            }
+            for &(slot, i) in &order {
+                let p = &points[i as usize];
+                let meta = &mut self.metas[slot];
+                if ValueType::of(&p.value).is_numeric() {
                     let v = if p.quality == Quality::Bad {
                         None
                     } else {
@@ -164,10 +174,11 @@ impl SqliteSink {
                     };
                     self.rollups.add(meta.id, p.ts_ms, v, meta.last_ms);
                 }
-                if let Some(m) = self.series.get_mut(&p.topic) {
-                    m.first_ms = Some(m.first_ms.map_or(p.ts_ms, |f| f.min(p.ts_ms)));
-                    m.last_ms = Some(m.last_ms.map_or(p.ts_ms, |l| l.max(p.ts_ms)));
-                    m.touched = true;
+                meta.first_ms = Some(meta.first_ms.map_or(p.ts_ms, |f| f.min(p.ts_ms)));
+                meta.last_ms = Some(meta.last_ms.map_or(p.ts_ms, |l| l.max(p.ts_ms)));
+                if !meta.touched {
+                    meta.touched = true;
+                    touched.push(slot);
                 }
             }
         }
@@ -183,7 +194,8 @@ impl SqliteSink {
             let mut update = tx.prepare_cached(
                 "UPDATE series SET first_ms = ?2, last_ms = ?3, value_type = ?4 WHERE id = ?1",
             )?;
-            for m in self.series.values_mut().filter(|m| m.touched) {
+            for slot in touched {
+                let m = &mut self.metas[slot];
                 update.execute(params![m.id, m.first_ms, m.last_ms, m.value_type.as_str()])?;
                 m.touched = false;
             }
@@ -216,13 +228,16 @@ impl SqliteSink {
             let Some(rule) = self.config.retention_for(&topic) else {
                 continue;
             };
+            // 10-second rollups are detail of the raw values: kept as long.
             for (table, keep) in [
                 ("points", rule.raw),
+                ("rollup_10s", rule.raw),
                 ("rollup_1m", rule.minute),
                 ("rollup_1h", rule.hour),
             ] {
                 let Some(keep) = keep else { continue };
-                let cutoff = now_ms.saturating_sub(keep.as_millis() as i64);
+                let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+                let cutoff = now_ms.saturating_sub(keep_ms);
                 let column = if table == "points" {
                     "ts_ms"
                 } else {
@@ -241,30 +256,83 @@ impl SqliteSink {
             }
         }
         tx.commit()?;
-        // Cached first timestamps may now be stale.
-        for m in self.series.values_mut() {
-            m.first_ms = None;
-        }
+        // Cached first timestamps may now be stale: reload on next use.
         self.series.clear();
+        self.metas.clear();
         Ok(removed)
     }
 }
 
-/// Finds or creates the series of a topic; a value of a new type updates the
-/// series' type.
-fn series_meta(
+/// Rows per multi-row INSERT.
+const CHUNK: usize = 32;
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT OR REPLACE INTO points (series_id, ts_ms, num, txt, quality) VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        let b = r * 5;
+        sql.push_str(&format!(
+            "(?{},?{},?{},?{},?{})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5
+        ));
+    }
+    sql
+}
+
+/// Binds one point's five columns starting at parameter `offset + 1`.
+fn bind_point(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    offset: usize,
+    series_id: i64,
+    p: &Point,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(offset + 1, series_id)?;
+    stmt.raw_bind_parameter(offset + 2, p.ts_ms)?;
+    match &p.value {
+        Value::Int(v) => {
+            stmt.raw_bind_parameter(offset + 3, v)?;
+            stmt.raw_bind_parameter(offset + 4, None::<&str>)?;
+        }
+        Value::Bool(b) => {
+            stmt.raw_bind_parameter(offset + 3, i64::from(*b))?;
+            stmt.raw_bind_parameter(offset + 4, None::<&str>)?;
+        }
+        Value::Float(f) => {
+            stmt.raw_bind_parameter(offset + 3, f)?;
+            stmt.raw_bind_parameter(offset + 4, None::<&str>)?;
+        }
+        Value::Text(t) => {
+            stmt.raw_bind_parameter(offset + 3, None::<i64>)?;
+            stmt.raw_bind_parameter(offset + 4, t.as_str())?;
+        }
+    }
+    stmt.raw_bind_parameter(offset + 5, quality_code(p.quality))
+}
+
+/// Finds or creates the series of a topic and returns its slot in `metas`;
+/// a value of a new type updates the series' type.
+fn series_slot(
     tx: &rusqlite::Transaction<'_>,
-    cache: &mut HashMap<Arc<str>, SeriesMeta>,
+    cache: &mut HashMap<Arc<str>, usize>,
+    metas: &mut Vec<SeriesMeta>,
     topic: &Arc<str>,
     value: &Value,
-) -> rusqlite::Result<SeriesMeta> {
+) -> rusqlite::Result<usize> {
     let value_type = ValueType::of(value);
-    if let Some(m) = cache.get_mut(topic) {
+    if let Some(&slot) = cache.get(topic) {
+        let m = &mut metas[slot];
         if m.value_type != value_type {
             m.value_type = value_type;
-            m.touched = true;
+            // Written with first/last at commit (the series is touched).
         }
-        return Ok(*m);
+        return Ok(slot);
     }
     let existing = tx
         .prepare_cached("SELECT id, value_type, first_ms, last_ms FROM series WHERE topic = ?1")?
@@ -292,16 +360,14 @@ fn series_meta(
                 value_type,
                 first_ms: None,
                 last_ms: None,
-                touched: true,
+                touched: false,
             }
         }
     };
-    if meta.value_type != value_type {
-        meta.value_type = value_type;
-        meta.touched = true;
-    }
-    cache.insert(topic.clone(), meta);
-    Ok(meta)
+    meta.value_type = value_type;
+    metas.push(meta);
+    cache.insert(topic.clone(), metas.len() - 1);
+    Ok(metas.len() - 1)
 }
 
 fn recompute_bucket(
@@ -313,7 +379,11 @@ fn recompute_bucket(
     let mut stmt = tx.prepare_cached(
         "SELECT ts_ms, num, quality FROM points WHERE series_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 AND txt IS NULL",
     )?;
-    let mut rows = stmt.query(params![series_id, bucket, bucket + level.width_ms()])?;
+    let mut rows = stmt.query(params![
+        series_id,
+        bucket,
+        bucket.saturating_add(level.width_ms())
+    ])?;
     let mut row = RollupRow::empty(bucket);
     while let Some(r) = rows.next()? {
         let ts: i64 = r.get(0)?;
@@ -331,6 +401,9 @@ fn write_rollup(
     row: &RollupRow,
 ) -> rusqlite::Result<()> {
     let sql = match level {
+        RollupLevel::TenSeconds => {
+            "INSERT OR REPLACE INTO rollup_10s VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        }
         RollupLevel::Minute => {
             "INSERT OR REPLACE INTO rollup_1m VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
         }
@@ -361,6 +434,7 @@ impl Sink for SqliteSink {
         if let Err(source) = result {
             // The transaction rolled back: forget what was cached from it.
             self.series.clear();
+            self.metas.clear();
             self.rollups.reset();
             return Err(HistorianError::sqlite(&self.path, source));
         }

@@ -58,6 +58,7 @@ pub fn all_cases() -> Vec<Case> {
         ("case_int_and_bool_series", case_int_and_bool_series),
         ("case_rollups_equal_raw", case_rollups_equal_raw),
         ("case_snapshot_subtree", case_snapshot_subtree),
+        ("case_snapshot_mixed_rates", case_snapshot_mixed_rates),
         ("case_last", case_last),
         ("case_export_csv", case_export_csv),
         ("case_export_json", case_export_json),
@@ -1014,6 +1015,45 @@ pub fn case_rollups_equal_raw(store: &mut dyn TestStore) {
 
 /// The subtree as of T: a value at exactly T is in, after T is out, a tag
 /// with no value by T is absent; ages are relative to T.
+/// A snapshot over tags of very different rates: a fast tag with 30,000
+/// values between a slow tag's last change and T (more than a backward time
+/// scan would read), a string tag, a tag settled long before T, and a tag
+/// whose first value comes after T. Every answer must equal the latest value
+/// at or before T.
+pub fn case_snapshot_mixed_rates(store: &mut dyn TestStore) {
+    let at = T0 + 10 * H;
+    let mut points = vec![
+        pt("acme/mix/slow", T0, 1.5),
+        pt("acme/mix/slow", at + H, 2.5),
+        pt("acme/mix/state", T0 + S, "running"),
+        pt("acme/mix/state", at - 3 * S, "idle"),
+        pt("acme/mix/state", at + S, "faulted"),
+        pt("acme/mix/settled", T0 + 2 * S, 7i64),
+        pt("acme/mix/future", at + 1, 1i64),
+    ];
+    for k in 0..30_000 {
+        points.push(pt("acme/mix/fast", at - 30_000 * S / 10 + k * S / 10, k));
+    }
+    points.push(pt("acme/mix/fast", at + 1, -1i64));
+    store.write(&points, &[]);
+    let snap =
+        query::snapshot(store.reader().as_mut(), &FullAccess, "acme/mix/#", at).expect("snapshot");
+    let got: Vec<(&str, i64, Value)> = snap
+        .values
+        .iter()
+        .map(|v| (v.topic.as_str(), v.ts_ms, v.value.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("acme/mix/fast", at - S / 10, Value::Int(29_999)),
+            ("acme/mix/settled", T0 + 2 * S, Value::Int(7)),
+            ("acme/mix/slow", T0, Value::Float(1.5)),
+            ("acme/mix/state", at - 3 * S, Value::Text("idle".into())),
+        ]
+    );
+}
+
 pub fn case_snapshot_subtree(store: &mut dyn TestStore) {
     let at = T0 + 100 * S;
     store.write(
