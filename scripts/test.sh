@@ -20,6 +20,19 @@ python3 -c 'import paho.mqtt, pytest, pymodbus' 2>/dev/null || {
   python3 -m pip install -q "paho-mqtt==2.1.0" "pytest==8.3.5" "pymodbus==3.16.1" "asyncua==2.1.0"
 }
 
+# PostgreSQL for the historian's PostgreSQL tests, when it is installed and
+# the caller (e.g. .ci/run) has not set one up already. pg-test-env.sh needs
+# root; without it (or if it fails) those tests say SKIPPED and pass, unless
+# GANTRY_REQUIRE_PG=1 was set by the caller.
+if [ -z "${GANTRY_TEST_PG:-}" ] && command -v pg_lsclusters >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if pg_env="$($SUDO ./scripts/pg-test-env.sh)"; then
+    eval "$pg_env"
+  else
+    echo "test.sh: no PostgreSQL test server (see above): the PostgreSQL tests will be skipped" >&2
+  fi
+fi
+
 cargo build --workspace --all-targets
 cargo test --workspace
 GANTRY_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/gantry" python3 -m pytest tests/interop -q

@@ -9,6 +9,18 @@ use crate::rollup::{RollupLevel, RollupRow};
 /// Read access to stored history. Time ranges are half-open `[from, to)` in
 /// Unix milliseconds; rows come in ascending time order.
 pub trait HistoryRead: Send {
+    /// Starts one consistent read spanning the calls until [`end_read`]
+    /// (SQLite: one read transaction, so the many small reads of a query
+    /// neither pay for a transaction each nor see a commit half way).
+    /// Calls nest; only the outermost pair counts.
+    ///
+    /// [`end_read`]: HistoryRead::end_read
+    fn begin_read(&mut self) -> Result<(), HistorianError> {
+        Ok(())
+    }
+
+    fn end_read(&mut self) {}
+
     /// Series whose topic matches the MQTT filter (`acme/dallas/#`, an exact
     /// topic, or with `+`), ordered by topic.
     fn series_matching(&mut self, filter: &str) -> Result<Vec<SeriesInfo>, HistorianError>;

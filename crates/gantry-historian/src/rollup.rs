@@ -144,6 +144,10 @@ pub struct RollupTracker {
     closed: HashMap<(i64, RollupLevel, i64), RollupRow>,
     /// Buckets to recompute from raw values before writing.
     recompute: BTreeSet<(i64, RollupLevel, i64)>,
+    /// Late values (older than the series' latest, at a new timestamp) for
+    /// buckets that are neither open nor closed in this batch: merged into
+    /// the stored row at commit.
+    deltas: HashMap<(i64, RollupLevel, i64), RollupRow>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -162,13 +166,16 @@ pub struct SeriesState {
 impl RollupTracker {
     /// Accounts one value of a numeric series (`None` for a bad-quality
     /// value). `prior_last_ms` is the series' latest stored timestamp before
-    /// this value.
+    /// this value; `replaced` says that a late value took the place of a
+    /// stored one at the same timestamp (so the bucket must be recomputed;
+    /// a late value at a new timestamp is merged instead).
     pub fn add(
         &mut self,
         series_id: i64,
         ts_ms: i64,
         value: Option<f64>,
         prior_last_ms: Option<i64>,
+        replaced: bool,
     ) {
         let in_order = prior_last_ms.is_none_or(|last| ts_ms > last);
         for level in RollupLevel::ALL {
@@ -193,7 +200,26 @@ impl RollupTracker {
                     row.add(ts_ms, value);
                     self.replace_open(series_id, level, OpenBucket { row, dirty: true });
                 }
+                Some(open) if open.row.bucket_ms == bucket && !replaced => {
+                    // A late value at a new timestamp: merges like any other.
+                    open.row.add(ts_ms, value);
+                    if !open.dirty {
+                        open.dirty = true;
+                        self.dirty.push((series_id, level));
+                    }
+                }
                 open => {
+                    if !replaced {
+                        if let Some(row) = self.closed.get_mut(&key) {
+                            row.add(ts_ms, value);
+                        } else {
+                            self.deltas
+                                .entry(key)
+                                .or_insert_with(|| RollupRow::empty(bucket))
+                                .add(ts_ms, value);
+                        }
+                        continue;
+                    }
                     if let Some(open) = open
                         && open.row.bucket_ms == bucket
                     {
@@ -202,6 +228,7 @@ impl RollupTracker {
                     }
                     self.recompute.insert(key);
                     self.closed.remove(&key);
+                    self.deltas.remove(&key);
                 }
             }
         }
@@ -224,6 +251,14 @@ impl RollupTracker {
             None if dirty => self.dirty.push((series_id, level)),
             None => {}
         }
+    }
+
+    /// Late values to merge into stored rows: (series, level, delta).
+    pub fn take_deltas(&mut self) -> Vec<(i64, RollupLevel, RollupRow)> {
+        self.deltas
+            .drain()
+            .map(|((series, level, _), row)| (series, level, row))
+            .collect()
     }
 
     /// Buckets that must be recomputed from raw values, in order.
@@ -269,6 +304,7 @@ impl RollupTracker {
         self.dirty.clear();
         self.closed.clear();
         self.recompute.clear();
+        self.deltas.clear();
     }
 }
 
@@ -289,9 +325,9 @@ mod tests {
     #[test]
     fn in_order_values_update_the_open_bucket_and_others_are_recomputed() {
         let mut t = RollupTracker::default();
-        t.add(1, 1_000, Some(1.0), None);
-        t.add(1, 2_000, Some(3.0), Some(1_000));
-        t.add(1, 3_000, None, Some(2_000));
+        t.add(1, 1_000, Some(1.0), None, false);
+        t.add(1, 2_000, Some(3.0), Some(1_000), false);
+        t.add(1, 3_000, None, Some(2_000), false);
         let dirty = t.take_dirty();
         assert_eq!(dirty.len(), 3);
         let (_, _, m) = dirty[0];
@@ -300,19 +336,33 @@ mod tests {
             (2, 1, 1.0, 3.0, 1.0, 3.0)
         );
         assert_eq!(m.avg(), Some(2.0));
-        // Out of order: recompute.
-        t.add(1, 1_500, Some(9.0), Some(3_000));
+        // Late, at a new timestamp, in the open buckets: merged.
+        t.add(1, 1_500, Some(9.0), Some(3_000), false);
+        let dirty = t.take_dirty();
+        assert_eq!(dirty.len(), 3);
+        let (_, _, m) = dirty[0];
+        assert_eq!((m.count, m.max, m.first, m.last), (3, 9.0, 1.0, 3.0));
+        // Late and replacing a stored value: recompute.
+        t.add(1, 2_000, Some(0.5), Some(3_000), true);
         assert_eq!(t.take_recompute().len(), 3);
         assert!(t.take_dirty().is_empty());
-        // A bucket not seen since start but not newer than the stored data.
+        // A bucket not seen since start but not newer than the stored data:
+        // the value is merged into the stored row at commit.
         let mut t = RollupTracker::default();
-        t.add(1, 61_000, Some(1.0), Some(60_500));
+        t.add(1, 61_000, Some(1.0), Some(60_500), false);
+        assert!(t.take_recompute().is_empty());
+        let mut deltas: Vec<(RollupLevel, i64, u64)> = t
+            .take_deltas()
+            .into_iter()
+            .map(|(_, level, row)| (level, row.bucket_ms, row.count))
+            .collect();
+        deltas.sort();
         assert_eq!(
-            t.take_recompute(),
+            deltas,
             vec![
-                (1, RollupLevel::TenSeconds, 60_000),
-                (1, RollupLevel::Minute, 60_000),
-                (1, RollupLevel::Hour, 0)
+                (RollupLevel::TenSeconds, 60_000, 1),
+                (RollupLevel::Minute, 60_000, 1),
+                (RollupLevel::Hour, 0, 1)
             ]
         );
     }
@@ -321,10 +371,10 @@ mod tests {
     fn buckets_closed_within_a_batch_are_still_written() {
         let mut t = RollupTracker::default();
         // Minutes 0, 1 and 2 in one batch, in order.
-        t.add(1, 1_000, Some(1.0), None);
-        t.add(1, 61_000, Some(2.0), Some(1_000));
-        t.add(1, 62_000, Some(3.0), Some(61_000));
-        t.add(1, 121_000, Some(4.0), Some(62_000));
+        t.add(1, 1_000, Some(1.0), None, false);
+        t.add(1, 61_000, Some(2.0), Some(1_000), false);
+        t.add(1, 62_000, Some(3.0), Some(61_000), false);
+        t.add(1, 121_000, Some(4.0), Some(62_000), false);
         let mut minutes: Vec<(i64, u64, f64)> = t
             .take_dirty()
             .into_iter()
@@ -336,9 +386,22 @@ mod tests {
             minutes,
             vec![(0, 1, 1.0), (60_000, 2, 5.0), (120_000, 1, 4.0)]
         );
-        // A closed bucket that then gets a late value is recomputed instead.
-        t.add(1, 181_000, Some(5.0), Some(121_000));
-        t.add(1, 122_000, Some(6.0), Some(181_000));
+        // A written bucket that then gets a late value at a new timestamp
+        // merges it into the stored row (a delta); one whose value is
+        // replaced is recomputed instead.
+        t.add(1, 181_000, Some(5.0), Some(121_000), false);
+        t.add(1, 122_000, Some(6.0), Some(181_000), false);
+        let deltas: Vec<(RollupLevel, i64, u64, f64)> = t
+            .take_deltas()
+            .into_iter()
+            .filter(|(_, level, _)| *level == RollupLevel::Minute)
+            .map(|(_, level, r)| (level, r.bucket_ms, r.count, r.sum))
+            .collect();
+        assert_eq!(deltas, vec![(RollupLevel::Minute, 120_000, 1, 6.0)]);
+        t.take_dirty();
+        t.add(1, 241_000, Some(5.0), Some(181_000), false);
+        t.add(1, 182_000, Some(6.0), Some(241_000), false);
+        t.add(1, 122_000, Some(7.0), Some(241_000), true);
         assert_eq!(
             t.take_recompute(),
             vec![
@@ -353,6 +416,15 @@ mod tests {
             .map(|(_, _, r)| r.bucket_ms)
             .collect();
         assert!(!written.contains(&120_000), "{written:?}");
+        let deltas: Vec<(RollupLevel, i64)> = t
+            .take_deltas()
+            .into_iter()
+            .map(|(_, level, r)| (level, r.bucket_ms))
+            .collect();
+        assert!(
+            deltas.contains(&(RollupLevel::Minute, 180_000)),
+            "{deltas:?}"
+        );
     }
 
     #[test]

@@ -206,7 +206,7 @@ fn dump(r: &mut dyn HistoryRead) -> String {
         .expect("points");
         for level in RollupLevel::ALL {
             for row in r.rollups(level, s.id, i64::MIN, i64::MAX).expect("rollups") {
-                writeln!(out, "  {level:?} {row:?}").ok();
+                writeln!(out, "  {level:?} {}", rollup_text(&row)).ok();
             }
         }
     }
@@ -250,7 +250,7 @@ fn check_rollups(r: &mut dyn HistoryRead) {
         }
         let fmt = |m: &BTreeMap<(RollupLevel, i64), RollupRow>| {
             m.iter()
-                .map(|(k, v)| format!("{k:?} {v:?}"))
+                .map(|(k, v)| format!("{k:?} {}", rollup_text(v)))
                 .collect::<Vec<_>>()
                 .join("\n")
         };
@@ -260,6 +260,25 @@ fn check_rollups(r: &mut dyn HistoryRead) {
             &format!("rollups of {} (stored vs recomputed)", s.topic),
         );
     }
+}
+
+/// A rollup row as text, its sum to 12 significant digits: a late value is
+/// merged into a stored sum, so the last bits of a float sum depend on the
+/// order in which values arrived (the other fields are exact).
+fn rollup_text(r: &RollupRow) -> String {
+    format!(
+        "bucket {} count {} bad {} min {:?} max {:?} sum {:.11e} first {}@{:?} last {}@{:?}",
+        r.bucket_ms,
+        r.count,
+        r.bad_count,
+        r.min,
+        r.max,
+        r.sum,
+        r.first_ms,
+        r.first,
+        r.last_ms,
+        r.last
+    )
 }
 
 /// Compares two dumps line by line, reporting the first difference only.

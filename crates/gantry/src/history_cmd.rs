@@ -150,6 +150,18 @@ fn open(location: &HistoryLocation) -> anyhow::Result<(Box<dyn HistoryRead>, Box
         (None, None) => bail!("say which history: --config FILE or --data-dir DIR"),
     };
     let store = StoreLocation::for_config(&historian, &data_dir)?;
+    // Said here rather than by the reader, whose error for a missing file
+    // reads "cannot create the history directory" and repeats its cause.
+    if let StoreLocation::Sqlite(path) = &store
+        && !path.exists()
+    {
+        let why = if data_dir.is_dir() {
+            "Gantry has recorded nothing in this data directory yet (is the historian enabled?)"
+        } else {
+            "the data directory does not exist"
+        };
+        bail!("no history database at {}: {why}", path.display());
+    }
     let reader = store.reader()?;
     let access: Box<dyn ReadAccess> = match &location.user {
         None => Box::new(FullAccess),
@@ -237,7 +249,9 @@ pub fn run(location: &HistoryLocation, cmd: &HistoryCommand) -> anyhow::Result<E
                             eprintln!("{}: more values than --limit; showing the first", s.topic);
                         }
                     }
-                    if result.series.is_empty() {
+                    // Matching series without values in the range are
+                    // listed (empty) too.
+                    if result.series.iter().all(|s| s.points.is_empty()) {
                         eprintln!("no history for {filter} in that range");
                     }
                 }

@@ -676,7 +676,9 @@ impl Session {
                 } else {
                     numeric(&p.value)
                 };
-                self.rollups.add(series_id, p.ts_ms, v, prior_last_ms);
+                // Whether a late value replaced a stored one is not known
+                // here: every late value's buckets are recomputed.
+                self.rollups.add(series_id, p.ts_ms, v, prior_last_ms, true);
             }
         }
         if !stage.is_empty() {

@@ -256,7 +256,7 @@ pub fn aggregate(
     access: &dyn ReadAccess,
     query: &AggregateQuery,
 ) -> Result<AggregateResult, HistorianError> {
-    aggregate_with(reader, access, query, Mode::Auto)
+    super::in_read(reader, |r| aggregate_with(r, access, query, Mode::Auto))
 }
 
 pub(crate) fn aggregate_with(

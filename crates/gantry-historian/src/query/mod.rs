@@ -92,3 +92,14 @@ pub(crate) fn gaps_in(
     gaps.sort_by_key(|g| (g.from_ms, g.to_ms));
     Ok(gaps)
 }
+
+/// Runs one query as one consistent read of the store.
+pub(crate) fn in_read<T>(
+    reader: &mut dyn HistoryRead,
+    f: impl FnOnce(&mut dyn HistoryRead) -> Result<T, HistorianError>,
+) -> Result<T, HistorianError> {
+    reader.begin_read()?;
+    let result = f(&mut *reader);
+    reader.end_read();
+    result
+}

@@ -45,6 +45,14 @@ pub fn raw(
     access: &dyn ReadAccess,
     query: &RawQuery,
 ) -> Result<RawResult, HistorianError> {
+    super::in_read(reader, |r| raw_in(r, access, query))
+}
+
+fn raw_in(
+    reader: &mut dyn HistoryRead,
+    access: &dyn ReadAccess,
+    query: &RawQuery,
+) -> Result<RawResult, HistorianError> {
     super::check_range(query.from_ms, query.to_ms)?;
     let infos = super::readable_series(reader, access, &query.filter)?;
     let mut series = Vec::with_capacity(infos.len());

@@ -40,6 +40,15 @@ pub fn snapshot(
     filter: &str,
     at_ms: i64,
 ) -> Result<Snapshot, HistorianError> {
+    super::in_read(reader, |r| snapshot_in(r, access, filter, at_ms))
+}
+
+fn snapshot_in(
+    reader: &mut dyn HistoryRead,
+    access: &dyn ReadAccess,
+    filter: &str,
+    at_ms: i64,
+) -> Result<Snapshot, HistorianError> {
     let series = super::readable_series(reader, access, filter)?;
     let ids: Vec<i64> = series.iter().map(|s| s.id).collect();
     let rows = if ids.is_empty() {

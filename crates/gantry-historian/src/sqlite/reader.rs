@@ -21,6 +21,8 @@ pub struct SqliteReader {
     /// `series_matching`, which let a snapshot skip series that are settled
     /// without reading their values.
     bounds: HashMap<i64, (Option<i64>, Option<i64>)>,
+    /// Nesting depth of `begin_read`.
+    read_depth: u32,
 }
 
 impl SqliteReader {
@@ -43,6 +45,10 @@ impl SqliteReader {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(e)?;
         conn.pragma_update(None, "cache_size", -65_536).map_err(e)?;
+        // Read pages through a memory map: no system call and no copy per
+        // page (the file is only ever replaced in place by SQLite itself).
+        conn.pragma_update(None, "mmap_size", 1i64 << 32)
+            .map_err(e)?;
         let found = super::schema::version(&conn).map_err(e)?;
         if found != super::SCHEMA_VERSION {
             return Err(HistorianError::SchemaVersion {
@@ -56,6 +62,7 @@ impl SqliteReader {
             path: path.to_path_buf(),
             types: HashMap::new(),
             bounds: HashMap::new(),
+            read_depth: 0,
         })
     }
 
@@ -159,6 +166,21 @@ impl SqliteReader {
 }
 
 impl HistoryRead for SqliteReader {
+    fn begin_read(&mut self) -> Result<(), HistorianError> {
+        if self.read_depth == 0 {
+            self.conn.execute_batch("BEGIN").map_err(self.err())?;
+        }
+        self.read_depth += 1;
+        Ok(())
+    }
+
+    fn end_read(&mut self) {
+        self.read_depth = self.read_depth.saturating_sub(1);
+        if self.read_depth == 0 && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("COMMIT");
+        }
+    }
+
     fn series_matching(&mut self, filter: &str) -> Result<Vec<SeriesInfo>, HistorianError> {
         let e = self.err();
         let mut out = Vec::new();

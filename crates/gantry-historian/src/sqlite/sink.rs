@@ -139,40 +139,28 @@ impl SqliteSink {
         order.sort_by_key(|&(slot, i)| (self.metas[slot].id, points[i as usize].ts_ms));
         let mut touched: Vec<usize> = Vec::new();
         {
-            // Rows go in CHUNK at a time through one multi-row INSERT: the
-            // per-statement cost (bind, step, reset) is paid once per chunk.
-            let mut insert_chunk = tx.prepare_cached(&insert_sql(CHUNK))?;
-            let mut insert_one = tx.prepare_cached(&insert_sql(1))?;
-            for chunk in order.chunks(CHUNK) {
-                let stmt = if chunk.len() == CHUNK {
-                    &mut insert_chunk
-                } else {
-                    &mut insert_one
-                };
-                let mut bound = 0;
-                for &(slot, i) in chunk {
-                    let p = &points[i as usize];
-                    bind_point(stmt, bound * 5, self.metas[slot].id, p)?;
-                    bound += 1;
-                    if chunk.len() != CHUNK {
-                        stmt.raw_execute()?;
-                        bound = 0;
-                    }
-                }
-                if chunk.len() == CHUNK {
-                    stmt.raw_execute()?;
-                }
-            }
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO points (series_id, ts_ms, num, txt, quality) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut exists =
+                tx.prepare_cached("SELECT 1 FROM points WHERE series_id = ?1 AND ts_ms = ?2")?;
             for &(slot, i) in &order {
                 let p = &points[i as usize];
                 let meta = &mut self.metas[slot];
+                // A value at or before the series' latest may replace a
+                // stored one; only then must its rollup buckets be recomputed.
+                let late = meta.last_ms.is_some_and(|last| p.ts_ms <= last);
+                let replaced = late && exists.exists(params![meta.id, p.ts_ms])?;
+                bind_point(&mut insert, meta.id, p)?;
+                insert.raw_execute()?;
                 if ValueType::of(&p.value).is_numeric() {
                     let v = if p.quality == Quality::Bad {
                         None
                     } else {
                         numeric(&p.value)
                     };
-                    self.rollups.add(meta.id, p.ts_ms, v, meta.last_ms);
+                    self.rollups
+                        .add(meta.id, p.ts_ms, v, meta.last_ms, replaced);
                 }
                 meta.first_ms = Some(meta.first_ms.map_or(p.ts_ms, |f| f.min(p.ts_ms)));
                 meta.last_ms = Some(meta.last_ms.map_or(p.ts_ms, |l| l.max(p.ts_ms)));
@@ -188,6 +176,12 @@ impl SqliteSink {
             write_rollup(&tx, series_id, level, &row)?;
         }
         for (series_id, level, row) in self.rollups.take_dirty() {
+            write_rollup(&tx, series_id, level, &row)?;
+        }
+        for (series_id, level, delta) in self.rollups.take_deltas() {
+            let mut row = stored_rollup(&tx, series_id, level, delta.bucket_ms)?
+                .unwrap_or_else(|| RollupRow::empty(delta.bucket_ms));
+            row.merge(&delta);
             write_rollup(&tx, series_id, level, &row)?;
         }
         {
@@ -263,36 +257,13 @@ impl SqliteSink {
     }
 }
 
-/// Rows per multi-row INSERT.
-const CHUNK: usize = 32;
-
-fn insert_sql(rows: usize) -> String {
-    let mut sql =
-        String::from("INSERT OR REPLACE INTO points (series_id, ts_ms, num, txt, quality) VALUES ");
-    for r in 0..rows {
-        if r > 0 {
-            sql.push(',');
-        }
-        let b = r * 5;
-        sql.push_str(&format!(
-            "(?{},?{},?{},?{},?{})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5
-        ));
-    }
-    sql
-}
-
-/// Binds one point's five columns starting at parameter `offset + 1`.
+/// Binds one point's five columns.
 fn bind_point(
     stmt: &mut rusqlite::CachedStatement<'_>,
-    offset: usize,
     series_id: i64,
     p: &Point,
 ) -> rusqlite::Result<()> {
+    let offset = 0;
     stmt.raw_bind_parameter(offset + 1, series_id)?;
     stmt.raw_bind_parameter(offset + 2, p.ts_ms)?;
     match &p.value {
@@ -392,6 +363,37 @@ fn recompute_bucket(
         row.add(ts, if quality >= 2 { None } else { num });
     }
     Ok(row)
+}
+
+/// The stored rollup row of one bucket.
+fn stored_rollup(
+    tx: &rusqlite::Transaction<'_>,
+    series_id: i64,
+    level: RollupLevel,
+    bucket_ms: i64,
+) -> rusqlite::Result<Option<RollupRow>> {
+    let sql = format!(
+        "SELECT count, bad_count, min, max, sum, first_ms, first, last_ms, last FROM {} \
+         WHERE series_id = ?1 AND bucket_ms = ?2",
+        level.table()
+    );
+    tx.prepare_cached(&sql)?
+        .query_row(params![series_id, bucket_ms], |r| {
+            let mut row = RollupRow::empty(bucket_ms);
+            row.count = r.get::<_, i64>(0)? as u64;
+            row.bad_count = r.get::<_, i64>(1)? as u64;
+            if row.count > 0 {
+                row.min = r.get(2)?;
+                row.max = r.get(3)?;
+                row.sum = r.get(4)?;
+                row.first_ms = r.get(5)?;
+                row.first = r.get(6)?;
+                row.last_ms = r.get(7)?;
+                row.last = r.get(8)?;
+            }
+            Ok(row)
+        })
+        .optional()
 }
 
 fn write_rollup(
