@@ -45,6 +45,13 @@ impl SqliteReader {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(e)?;
         conn.pragma_update(None, "cache_size", -65_536).map_err(e)?;
+        // Plans never depend on bound values: without this, SQLite re-plans a
+        // statement each time a range bound is rebound (about 8 µs a call).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(e)?;
         // Read pages through a memory map: no system call and no copy per
         // page (the file is only ever replaced in place by SQLite itself).
         conn.pragma_update(None, "mmap_size", 1i64 << 32)
@@ -111,11 +118,14 @@ fn decode(
 }
 
 fn series_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SeriesInfo> {
-    let t: String = r.get(2)?;
+    let value_type = match r.get_ref(2)? {
+        SqlValue::Text(t) => std::str::from_utf8(t).ok().and_then(ValueType::parse),
+        _ => None,
+    };
     Ok(SeriesInfo {
         id: r.get(0)?,
         topic: r.get(1)?,
-        value_type: ValueType::parse(&t).unwrap_or(ValueType::Float),
+        value_type: value_type.unwrap_or(ValueType::Float),
         first_ms: r.get(3)?,
         last_ms: r.get(4)?,
     })
@@ -198,16 +208,24 @@ impl HistoryRead for SqliteReader {
             out.extend(row);
         } else {
             let (lower, upper) = prefix_range(filter);
-            let mut stmt = self
-                .conn
-                .prepare_cached(
+            // Two statements rather than `?2 IS NULL OR ...`, so that the
+            // upper bound limits the index range.
+            let mut stmt = match upper {
+                Some(_) => self.conn.prepare_cached(
                     "SELECT id, topic, value_type, first_ms, last_ms FROM series \
-                     WHERE topic >= ?1 AND (?2 IS NULL OR topic < ?2) ORDER BY topic",
-                )
-                .map_err(&e)?;
-            let rows = stmt
-                .query_map(params![lower, upper], series_row)
-                .map_err(&e)?;
+                     WHERE topic >= ?1 AND topic < ?2 ORDER BY topic",
+                ),
+                None => self.conn.prepare_cached(
+                    "SELECT id, topic, value_type, first_ms, last_ms FROM series \
+                     WHERE topic >= ?1 ORDER BY topic",
+                ),
+            }
+            .map_err(&e)?;
+            let rows = match &upper {
+                Some(upper) => stmt.query_map(params![lower, upper], series_row),
+                None => stmt.query_map(params![lower], series_row),
+            }
+            .map_err(&e)?;
             for r in rows {
                 let s = r.map_err(&e)?;
                 if gantry_codec::topic::matches(filter, &s.topic) {

@@ -51,6 +51,13 @@ fn open_connection(path: &Path, fsync: bool) -> Result<Connection, HistorianErro
     conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
         .map_err(e)?;
     conn.pragma_update(None, "cache_size", -65_536).map_err(e)?;
+    // Plans never depend on bound values: without this, SQLite re-plans a
+    // statement each time a range bound is rebound (about 8 µs a call).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(e)?;
     // Checkpoint the WAL into the database every 64 MiB rather than 4 MiB:
     // a page rewritten by many batches is copied back once.
     conn.pragma_update(None, "wal_autocheckpoint", 16_384)
