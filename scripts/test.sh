@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Gantry's whole test suite: unit and integration tests (cargo), then the
 # interop suite against independent peers (mosquitto clients, paho-mqtt,
-# pymodbus).
+# pymodbus, asyncua) and the historian's PostgreSQL tests against a local
+# PostgreSQL server.
 # Installs the peers it needs when they are missing (Debian + pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,14 +10,18 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+# The historian's PostgreSQL tests need a real server.
+if ! command -v pg_lsclusters >/dev/null 2>&1 || ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+  need_apt+=(postgresql)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-python3 -c 'import paho.mqtt, pytest, pymodbus' 2>/dev/null || {
-  echo "test.sh: installing paho-mqtt, pytest and pymodbus"
+python3 -c 'import paho.mqtt, pytest, pymodbus, asyncua' 2>/dev/null || {
+  echo "test.sh: installing paho-mqtt, pytest, pymodbus and asyncua"
   python3 -m pip install -q "paho-mqtt==2.1.0" "pytest==8.3.5" "pymodbus==3.16.1" "asyncua==2.1.0"
 }
 
