@@ -623,6 +623,39 @@ impl Session {
             }
         }
 
+        // 2a. Late values (at or before their series' latest timestamp) may
+        // replace a stored value: only those force a rollup recomputation;
+        // the others merge into their buckets. Ask which already exist.
+        let mut late_ids: Vec<i64> = Vec::new();
+        let mut late_ts: Vec<i64> = Vec::new();
+        {
+            let mut last: HashMap<i64, i64> = HashMap::new();
+            for sp in points {
+                let Some(meta) = self.series.get(&sp.point.topic) else {
+                    continue;
+                };
+                let l = last
+                    .entry(meta.id)
+                    .or_insert(meta.last_ms.unwrap_or(i64::MIN));
+                if sp.point.ts_ms <= *l {
+                    late_ids.push(meta.id);
+                    late_ts.push(sp.point.ts_ms);
+                }
+                *l = (*l).max(sp.point.ts_ms);
+            }
+        }
+        let mut stored: std::collections::HashSet<(i64, i64)> = std::collections::HashSet::new();
+        if !late_ids.is_empty() {
+            let sql = target.sql(
+                "SELECT p.series_id, p.ts_ms FROM {s}.points p \
+                 JOIN unnest($1::int8[], $2::int8[]) AS l(series_id, ts_ms) \
+                   ON p.series_id = l.series_id AND p.ts_ms = l.ts_ms",
+            );
+            for row in tx.query(&sql, &[&late_ids, &late_ts]).map_err(&e)? {
+                stored.insert((row.try_get(0).map_err(&e)?, row.try_get(1).map_err(&e)?));
+            }
+        }
+
         // 2. Values, in spool order: staging rows (the last at a timestamp
         // wins), series bounds and types, rollup accounting.
         let mut stage: Vec<Stage> = Vec::with_capacity(points.len());
@@ -657,6 +690,8 @@ impl Session {
                 txt,
                 quality: quality_code(p.quality) as i16,
             };
+            let replaced =
+                stored.contains(&(series_id, p.ts_ms)) || at.contains_key(&(series_id, p.ts_ms));
             match at.entry((series_id, p.ts_ms)) {
                 std::collections::hash_map::Entry::Occupied(o) => stage[*o.get()] = row,
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -676,9 +711,8 @@ impl Session {
                 } else {
                     numeric(&p.value)
                 };
-                // Whether a late value replaced a stored one is not known
-                // here: every late value's buckets are recomputed.
-                self.rollups.add(series_id, p.ts_ms, v, prior_last_ms, true);
+                self.rollups
+                    .add(series_id, p.ts_ms, v, prior_last_ms, replaced);
             }
         }
         if !stage.is_empty() {
@@ -731,6 +765,48 @@ impl Session {
         }
         for (series_id, level, row) in self.rollups.take_dirty() {
             rollups.insert((level, series_id, row.bucket_ms), row);
+        }
+        // Late values at new timestamps: merged into the stored rows.
+        let deltas = self.rollups.take_deltas();
+        for level in RollupLevel::ALL {
+            let mine: Vec<&(i64, RollupLevel, RollupRow)> =
+                deltas.iter().filter(|d| d.1 == level).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let ids: Vec<i64> = mine.iter().map(|d| d.0).collect();
+            let buckets: Vec<i64> = mine.iter().map(|d| d.2.bucket_ms).collect();
+            let sql = target.sql(&format!(
+                "SELECT r.series_id, r.bucket_ms, r.count, r.bad_count, r.min, r.max, r.sum, \
+                        r.first_ms, r.first, r.last_ms, r.last \
+                 FROM {{s}}.{} r JOIN unnest($1::int8[], $2::int8[]) AS k(series_id, bucket_ms) \
+                   ON r.series_id = k.series_id AND r.bucket_ms = k.bucket_ms",
+                level.table()
+            ));
+            let mut found: HashMap<(i64, i64), RollupRow> = HashMap::new();
+            for r in tx.query(&sql, &[&ids, &buckets]).map_err(&e)? {
+                let bucket: i64 = r.try_get(1).map_err(&e)?;
+                let mut row = RollupRow::empty(bucket);
+                row.count = r.try_get::<_, i64>(2).map_err(&e)? as u64;
+                row.bad_count = r.try_get::<_, i64>(3).map_err(&e)? as u64;
+                if row.count > 0 {
+                    row.min = r.try_get(4).map_err(&e)?;
+                    row.max = r.try_get(5).map_err(&e)?;
+                    row.sum = r.try_get(6).map_err(&e)?;
+                    row.first_ms = r.try_get(7).map_err(&e)?;
+                    row.first = r.try_get(8).map_err(&e)?;
+                    row.last_ms = r.try_get(9).map_err(&e)?;
+                    row.last = r.try_get(10).map_err(&e)?;
+                }
+                found.insert((r.try_get(0).map_err(&e)?, bucket), row);
+            }
+            for (series_id, _, delta) in mine {
+                let mut row = found
+                    .remove(&(*series_id, delta.bucket_ms))
+                    .unwrap_or_else(|| RollupRow::empty(delta.bucket_ms));
+                row.merge(delta);
+                rollups.insert((level, *series_id, delta.bucket_ms), row);
+            }
         }
         for level in RollupLevel::ALL {
             let rows: Vec<(i64, &RollupRow)> = rollups
