@@ -181,6 +181,11 @@ pub struct HistorianStatus {
     pub pending: usize,
     /// The store's last error, while it persists.
     pub last_error: Option<String>,
+    /// With the PostgreSQL backend: whether the shipper is connected, values
+    /// shipped since start, and its last error (an outage shows here while
+    /// values wait in the local spool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<crate::postgres::ShipperStatus>,
 }
 
 /// The broker hook (a [`PublishObserver`]).
@@ -278,6 +283,7 @@ pub struct Historian {
     backend_name: &'static str,
     /// Background work of the backend (the PostgreSQL shipper), stopped on shutdown.
     background: Mutex<Option<StopBackground>>,
+    shipping: Option<crate::postgres::ShippingStatus>,
 }
 
 impl Historian {
@@ -290,6 +296,7 @@ impl Historian {
     ) -> Result<Historian, HistorianError> {
         config.validate().map_err(HistorianError::Query)?;
         let location = StoreLocation::for_config(config, data_dir)?;
+        let mut shipping = None;
         let (sink, backend_name, background): (
             Box<dyn Sink>,
             &'static str,
@@ -301,18 +308,15 @@ impl Historian {
                 None,
             ),
             StoreLocation::Postgres(pg) => {
-                let (sink, stop) = crate::postgres::start(pg, data_dir, config)?;
+                let (sink, stop, status) = crate::postgres::start(pg, data_dir, config)?;
+                shipping = Some(status);
                 (Box::new(sink), "postgres", Some(stop))
             }
         };
-        Ok(Self::with_sink(
-            config,
-            sink,
-            location,
-            backend_name,
-            background,
-            modeled,
-        ))
+        let mut historian =
+            Self::with_sink(config, sink, location, backend_name, background, modeled);
+        historian.shipping = shipping;
+        Ok(historian)
     }
 
     fn with_sink(
@@ -357,6 +361,7 @@ impl Historian {
             location,
             backend_name,
             background: Mutex::new(background),
+            shipping: None,
         }
     }
 
@@ -387,6 +392,7 @@ impl Historian {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            postgres: self.shipping.as_ref().and_then(|s| s()),
         }
     }
 

@@ -1097,6 +1097,14 @@ fn the_historian_runs_on_postgres_end_to_end() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The historian's status shows the shipper.
+    let status = historian.status();
+    assert_eq!(status.backend, "postgres");
+    let pg = status.postgres.expect("shipper status");
+    assert!(
+        pg.connected && pg.shipped >= 100 && pg.last_error.is_none(),
+        "{pg:?}"
+    );
     let stopping = Instant::now();
     historian.shutdown();
     assert!(

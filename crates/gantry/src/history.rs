@@ -60,6 +60,9 @@ pub fn spawn_status(broker: &Broker, historian: &Arc<Historian>, every: Duration
                     if let Some(e) = &status.last_error {
                         tracing::warn!("historian: {e}");
                     }
+                    if let Some(e) = status.postgres.as_ref().and_then(|p| p.last_error.as_ref()) {
+                        tracing::warn!("historian: PostgreSQL: {e} (values wait in the local spool)");
+                    }
                     match serde_json::to_vec(&status) {
                         Ok(json) => {
                             let _ = broker.publish("gantry", STATUS_TOPIC, Bytes::from(json), QoS::AtMostOnce, true);

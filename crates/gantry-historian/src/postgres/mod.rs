@@ -53,6 +53,9 @@ pub fn spool_path(data_dir: &Path) -> PathBuf {
 /// Stops the shipper (what [`start`] returns with the sink).
 pub type StopShipping = Box<dyn FnOnce() + Send>;
 
+/// Reads the shipper's status while it runs (`None` once stopped).
+pub type ShippingStatus = Box<dyn Fn() -> Option<ShipperStatus> + Send + Sync>;
+
 /// Opens the spool and starts the shipper: what the historian runs with
 /// `backend = "postgres"`. The returned closure stops the shipper promptly,
 /// leaving whatever is not shipped yet in the spool for the next start.
@@ -60,9 +63,24 @@ pub fn start(
     pg: &PostgresConfig,
     data_dir: &Path,
     config: &HistorianConfig,
-) -> Result<(PostgresSink, StopShipping), HistorianError> {
+) -> Result<(PostgresSink, StopShipping, ShippingStatus), HistorianError> {
     let (sink, shipper) = start_shipping(pg, &spool_path(data_dir), config)?;
-    Ok((sink, Box::new(move || shipper.stop())))
+    let shipper = std::sync::Arc::new(std::sync::Mutex::new(Some(shipper)));
+    let for_status = shipper.clone();
+    let status: ShippingStatus = Box::new(move || {
+        for_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Shipper::status)
+    });
+    let stop: StopShipping = Box::new(move || {
+        let running = shipper.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(s) = running {
+            s.stop();
+        }
+    });
+    Ok((sink, stop, status))
 }
 
 /// [`start`] with an explicit spool file, returning the [`Shipper`] itself
