@@ -154,15 +154,25 @@ pub(crate) fn prefix_range(filter: &str) -> (String, Option<String>) {
 impl SqliteReader {
     /// The value stored at exactly `ts_ms`.
     fn point_at(&mut self, series_id: i64, ts_ms: i64) -> Result<Option<PointRow>, HistorianError> {
+        self.one_point(
+            "SELECT ts_ms, num, txt, quality FROM points WHERE series_id = ?1 AND ts_ms = ?2",
+            series_id,
+            ts_ms,
+        )
+    }
+
+    /// The one row (`ts_ms, num, txt, quality`) that `sql` selects for a
+    /// series and a time, if any.
+    fn one_point(
+        &mut self,
+        sql: &str,
+        series_id: i64,
+        at_ms: i64,
+    ) -> Result<Option<PointRow>, HistorianError> {
         let value_type = self.value_type(series_id)?;
         let e = self.err();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT ts_ms, num, txt, quality FROM points WHERE series_id = ?1 AND ts_ms = ?2",
-            )
-            .map_err(&e)?;
-        stmt.query_row(params![series_id, ts_ms], |r| {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(&e)?;
+        stmt.query_row(params![series_id, at_ms], |r| {
             let (value, quality) = decode(r, 1, value_type)?;
             Ok(PointRow {
                 ts_ms: r.get(0)?,
@@ -276,24 +286,11 @@ impl HistoryRead for SqliteReader {
         series_id: i64,
         at_ms: i64,
     ) -> Result<Option<PointRow>, HistorianError> {
-        let value_type = self.value_type(series_id)?;
-        let e = self.err();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT ts_ms, num, txt, quality FROM points WHERE series_id = ?1 AND ts_ms <= ?2 ORDER BY ts_ms DESC LIMIT 1",
-            )
-            .map_err(&e)?;
-        stmt.query_row(params![series_id, at_ms], |r| {
-            let (value, quality) = decode(r, 1, value_type)?;
-            Ok(PointRow {
-                ts_ms: r.get(0)?,
-                value,
-                quality,
-            })
-        })
-        .optional()
-        .map_err(&e)
+        self.one_point(
+            "SELECT ts_ms, num, txt, quality FROM points WHERE series_id = ?1 AND ts_ms <= ?2 ORDER BY ts_ms DESC LIMIT 1",
+            series_id,
+            at_ms,
+        )
     }
 
     fn first_at_or_after(
@@ -301,24 +298,11 @@ impl HistoryRead for SqliteReader {
         series_id: i64,
         at_ms: i64,
     ) -> Result<Option<PointRow>, HistorianError> {
-        let value_type = self.value_type(series_id)?;
-        let e = self.err();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT ts_ms, num, txt, quality FROM points WHERE series_id = ?1 AND ts_ms >= ?2 ORDER BY ts_ms LIMIT 1",
-            )
-            .map_err(&e)?;
-        stmt.query_row(params![series_id, at_ms], |r| {
-            let (value, quality) = decode(r, 1, value_type)?;
-            Ok(PointRow {
-                ts_ms: r.get(0)?,
-                value,
-                quality,
-            })
-        })
-        .optional()
-        .map_err(&e)
+        self.one_point(
+            "SELECT ts_ms, num, txt, quality FROM points WHERE series_id = ?1 AND ts_ms >= ?2 ORDER BY ts_ms LIMIT 1",
+            series_id,
+            at_ms,
+        )
     }
 
     fn rollups(
