@@ -56,15 +56,17 @@ fn snapshot_in(
     } else {
         reader.snapshot(&ids, at_ms)?
     };
-    let by_id: std::collections::HashMap<i64, &str> =
-        series.iter().map(|s| (s.id, s.topic.as_str())).collect();
+    // Topics are moved, not copied, into the answer.
+    let slot: std::collections::HashMap<i64, usize> =
+        series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+    let mut topics: Vec<Option<String>> = series.into_iter().map(|s| Some(s.topic)).collect();
     let mut values: Vec<SnapshotValue> = rows
         .into_iter()
         .filter(|(_, p)| p.ts_ms <= at_ms)
         .filter_map(|(id, p)| {
-            let topic = by_id.get(&id)?;
+            let topic = topics.get_mut(*slot.get(&id)?)?.take()?;
             Some(SnapshotValue {
-                topic: (*topic).to_owned(),
+                topic,
                 ts_ms: p.ts_ms,
                 age_ms: at_ms.saturating_sub(p.ts_ms),
                 value: p.value,
@@ -72,7 +74,9 @@ fn snapshot_in(
             })
         })
         .collect();
-    values.sort_by(|a, b| a.topic.cmp(&b.topic));
+    if !values.is_sorted_by(|a, b| a.topic <= b.topic) {
+        values.sort_by(|a, b| a.topic.cmp(&b.topic));
+    }
     Ok(Snapshot { at_ms, values })
 }
 
