@@ -156,13 +156,6 @@ struct OpenBucket {
     dirty: bool,
 }
 
-/// What the tracker needs to know about a series' stored history.
-#[derive(Debug, Clone, Copy)]
-pub struct SeriesState {
-    /// Latest timestamp stored before this value (None for a new series).
-    pub last_ms: Option<i64>,
-}
-
 impl RollupTracker {
     /// Accounts one value of a numeric series (`None` for a bad-quality
     /// value). `prior_last_ms` is the series' latest stored timestamp before

@@ -445,18 +445,10 @@ fn print_snapshot(
 
 fn write_row(out: &mut dyn Write, cells: &[String], csv: bool) -> std::io::Result<()> {
     if csv {
-        let quoted: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+        let quoted: Vec<_> = cells.iter().map(|c| query::export::csv_field(c)).collect();
         writeln!(out, "{}", quoted.join(","))
     } else {
         writeln!(out, "{}", cells.join("  "))
-    }
-}
-
-fn csv_cell(c: &str) -> String {
-    if c.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", c.replace('"', "\"\""))
-    } else {
-        c.to_owned()
     }
 }
 

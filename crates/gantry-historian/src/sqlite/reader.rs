@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::error::HistorianError;
 use crate::point::{Gap, PointRow, SeriesInfo, ValueType, quality_from_code, value_from_columns};
-use crate::read::HistoryRead;
+use crate::read::{HistoryRead, prefix_range};
 use crate::rollup::{RollupLevel, RollupRow};
 
 pub struct SqliteReader {
@@ -129,26 +129,6 @@ fn series_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SeriesInfo> {
         first_ms: r.get(3)?,
         last_ms: r.get(4)?,
     })
-}
-
-/// The literal part of a filter before its first wildcard, and the smallest
-/// string greater than every string with that prefix. A trailing `/#` also
-/// matches its parent level (`a/#` matches `a`), so its `/` is left out.
-pub(crate) fn prefix_range(filter: &str) -> (String, Option<String>) {
-    let end = filter.find(['+', '#']).unwrap_or(filter.len());
-    let mut prefix = &filter[..end];
-    if filter[end..].starts_with('#') {
-        prefix = prefix.strip_suffix('/').unwrap_or(prefix);
-    }
-    let prefix = prefix.to_owned();
-    let mut upper = prefix.clone().into_bytes();
-    while let Some(last) = upper.pop() {
-        if last < 0x7f {
-            upper.push(last + 1);
-            return (prefix, String::from_utf8(upper).ok());
-        }
-    }
-    (prefix, None)
 }
 
 impl SqliteReader {
@@ -485,21 +465,5 @@ impl HistoryRead for SqliteReader {
             total += n as u64;
         }
         Ok(total)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_range;
-
-    #[test]
-    fn prefix_ranges_include_the_parent_of_a_trailing_hash() {
-        assert_eq!(
-            prefix_range("acme/dallas/#"),
-            ("acme/dallas".into(), Some("acme/dallat".into()))
-        );
-        assert_eq!(prefix_range("#"), (String::new(), None));
-        assert_eq!(prefix_range("a/+/b"), ("a/".into(), Some("a0".into())));
-        assert_eq!(prefix_range("a/b"), ("a/b".into(), Some("a/c".into())));
     }
 }

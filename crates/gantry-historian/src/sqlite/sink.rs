@@ -270,28 +270,27 @@ fn bind_point(
     series_id: i64,
     p: &Point,
 ) -> rusqlite::Result<()> {
-    let offset = 0;
-    stmt.raw_bind_parameter(offset + 1, series_id)?;
-    stmt.raw_bind_parameter(offset + 2, p.ts_ms)?;
+    stmt.raw_bind_parameter(1, series_id)?;
+    stmt.raw_bind_parameter(2, p.ts_ms)?;
     match &p.value {
         Value::Int(v) => {
-            stmt.raw_bind_parameter(offset + 3, v)?;
-            stmt.raw_bind_parameter(offset + 4, None::<&str>)?;
+            stmt.raw_bind_parameter(3, v)?;
+            stmt.raw_bind_parameter(4, None::<&str>)?;
         }
         Value::Bool(b) => {
-            stmt.raw_bind_parameter(offset + 3, i64::from(*b))?;
-            stmt.raw_bind_parameter(offset + 4, None::<&str>)?;
+            stmt.raw_bind_parameter(3, i64::from(*b))?;
+            stmt.raw_bind_parameter(4, None::<&str>)?;
         }
         Value::Float(f) => {
-            stmt.raw_bind_parameter(offset + 3, f)?;
-            stmt.raw_bind_parameter(offset + 4, None::<&str>)?;
+            stmt.raw_bind_parameter(3, f)?;
+            stmt.raw_bind_parameter(4, None::<&str>)?;
         }
         Value::Text(t) => {
-            stmt.raw_bind_parameter(offset + 3, None::<i64>)?;
-            stmt.raw_bind_parameter(offset + 4, t.as_str())?;
+            stmt.raw_bind_parameter(3, None::<i64>)?;
+            stmt.raw_bind_parameter(4, t.as_str())?;
         }
     }
-    stmt.raw_bind_parameter(offset + 5, quality_code(p.quality))
+    stmt.raw_bind_parameter(5, quality_code(p.quality))
 }
 
 /// Finds or creates the series of a topic and returns its slot in `metas`;
