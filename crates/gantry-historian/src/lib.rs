@@ -22,6 +22,7 @@ pub mod query;
 pub mod read;
 pub mod recorder;
 pub mod rollup;
+pub mod spool;
 pub mod sqlite;
 pub mod timefmt;
 pub mod writer;

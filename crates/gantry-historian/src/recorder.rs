@@ -181,6 +181,9 @@ pub struct HistorianStatus {
     pub pending: usize,
     /// The store's last error, while it persists.
     pub last_error: Option<String>,
+    /// Values durable in the local spool but not yet in the store (applied
+    /// into SQLite, or shipped to PostgreSQL).
+    pub backlog: u64,
     /// With the PostgreSQL backend: whether the shipper is connected, values
     /// shipped since start, and its last error (an outage shows here while
     /// values wait in the local spool).
@@ -284,6 +287,8 @@ pub struct Historian {
     /// Background work of the backend (the PostgreSQL shipper), stopped on shutdown.
     background: Mutex<Option<StopBackground>>,
     shipping: Option<crate::postgres::ShippingStatus>,
+    /// The spool's signals, for the backlog.
+    spool: Option<Arc<crate::spool::Shared>>,
 }
 
 impl Historian {
@@ -297,25 +302,28 @@ impl Historian {
         config.validate().map_err(HistorianError::Query)?;
         let location = StoreLocation::for_config(config, data_dir)?;
         let mut shipping = None;
+        let spool;
         let (sink, backend_name, background): (
             Box<dyn Sink>,
             &'static str,
             Option<StopBackground>,
         ) = match &location {
-            StoreLocation::Sqlite(path) => (
-                Box::new(crate::sqlite::SqliteSink::open(path, config)?),
-                "sqlite",
-                None,
-            ),
+            StoreLocation::Sqlite(path) => {
+                let (sink, stop, signals) = crate::sqlite::start(path, config)?;
+                spool = Some(signals);
+                (Box::new(sink), "sqlite", Some(stop))
+            }
             StoreLocation::Postgres(pg) => {
                 let (sink, stop, status) = crate::postgres::start(pg, data_dir, config)?;
                 shipping = Some(status);
+                spool = Some(sink.shared.clone());
                 (Box::new(sink), "postgres", Some(stop))
             }
         };
         let mut historian =
             Self::with_sink(config, sink, location, backend_name, background, modeled);
         historian.shipping = shipping;
+        historian.spool = spool;
         Ok(historian)
     }
 
@@ -362,6 +370,7 @@ impl Historian {
             backend_name,
             background: Mutex::new(background),
             shipping: None,
+            spool: None,
         }
     }
 
@@ -392,6 +401,7 @@ impl Historian {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            backlog: self.spool.as_ref().map_or(0, |s| s.backlog()),
             postgres: self.shipping.as_ref().and_then(|s| s()),
         }
     }

@@ -162,6 +162,18 @@ fn open(location: &HistoryLocation) -> anyhow::Result<(Box<dyn HistoryRead>, Box
         };
         bail!("no history database at {}: {why}", path.display());
     }
+    // Every value acknowledged before this command started is answered: wait
+    // (briefly) for the running Gantry to move its spool into the store.
+    if let StoreLocation::Sqlite(path) = &store {
+        let waiting = gantry_historian::sqlite::settle(path)?;
+        if waiting > 0 {
+            eprintln!(
+                "note: {waiting} recorded values are still in the spool {} and not in this answer \
+                 (they are applied while Gantry runs, and on its next start)",
+                gantry_historian::sqlite::spool_path(path).display()
+            );
+        }
+    }
     let reader = store.reader()?;
     let access: Box<dyn ReadAccess> = match &location.user {
         None => Box::new(FullAccess),

@@ -13,7 +13,8 @@
 //! sequence). A database that is down or restarts only delays history: the
 //! spool grows meanwhile and the shipper catches up once it is back.
 //!
-//! - `spool`: the local spool (writer and reader sides).
+//! - [`crate::spool`]: the local spool (writer and reader sides), shared
+//!   with the embedded store.
 //! - `shipper`: the thread that ships, with reconnect and back-off, and
 //!   retention.
 //! - `schema`: the tables (the same as SQLite's), TimescaleDB when available.
@@ -27,7 +28,6 @@
 mod reader;
 mod schema;
 mod shipper;
-mod spool;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -40,10 +40,11 @@ use postgres::{Client, NoTls};
 use crate::config::{HistorianConfig, PostgresConfig};
 use crate::error::HistorianError;
 
+/// The spool in front of PostgreSQL (the writer thread's sink).
+pub use crate::spool::SpoolSink as PostgresSink;
 pub use reader::PostgresReader;
 pub use schema::SCHEMA_VERSION;
 pub use shipper::{ShipMode, Shipper, ShipperStatus, ship_spooled};
-pub use spool::PostgresSink;
 
 /// `<data_dir>/history/pg-spool.sqlite`.
 pub fn spool_path(data_dir: &Path) -> PathBuf {

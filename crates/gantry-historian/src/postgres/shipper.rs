@@ -27,7 +27,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,7 @@ use crate::rollup::{RollupLevel, RollupRow, RollupTracker};
 
 use super::Target;
 use super::schema::{self, Flavor};
-use super::spool::{PostgresSink, SpoolReader, SpooledGap, SpooledPoint};
+use crate::spool::{Shared, SpoolReader, SpoolSink, SpooledGap, SpooledPoint};
 
 /// Most values shipped in one PostgreSQL transaction.
 pub const BATCH_ROWS: usize = 20_000;
@@ -60,58 +60,6 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 const STOP_WAIT: Duration = Duration::from_secs(5);
 /// Shipped values after which a drained spool is compacted.
 const COMPACT_AFTER: u64 = 200_000;
-
-/// What the sink and the shipper share: wake-ups, stop, status.
-#[derive(Default)]
-pub(crate) struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct State {
-    stop: bool,
-    finished: bool,
-    /// Bumped on every spool write.
-    spooled: u64,
-    maintenance_due: Option<i64>,
-    connected: bool,
-    /// The schema exists (the shipper connected at least once).
-    ready: bool,
-    shipped: u64,
-    last_error: Option<String>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn update(&self, f: impl FnOnce(&mut State)) {
-        f(&mut self.lock());
-        self.changed.notify_all();
-    }
-
-    /// New rows are in the spool.
-    pub(crate) fn spooled(&self) {
-        self.update(|s| s.spooled += 1);
-    }
-
-    /// Retention is due (from [`crate::writer::Sink::maintain`]).
-    pub(crate) fn request_maintenance(&self, now_ms: i64) {
-        self.update(|s| s.maintenance_due = Some(now_ms));
-    }
-
-    /// Waits until `cond` holds or `timeout` passes; returns the last state check.
-    fn wait_while(&self, timeout: Duration, mut cond: impl FnMut(&State) -> bool) -> bool {
-        let guard = self.lock();
-        let (guard, _) = self
-            .changed
-            .wait_timeout_while(guard, timeout, |s| cond(s))
-            .unwrap_or_else(|p| p.into_inner());
-        cond(&guard)
-    }
-}
 
 /// Whether shipped rows are deleted from the spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +93,7 @@ impl Shipper {
     /// Starts shipping what `sink` spools (and whatever an earlier run left).
     pub(crate) fn spawn(
         target: Target,
-        sink: &PostgresSink,
+        sink: &SpoolSink,
         config: &HistorianConfig,
     ) -> Result<Shipper, HistorianError> {
         let shared = sink.shared.clone();
@@ -388,6 +336,9 @@ impl Worker {
         if self.spool.is_none() {
             let spool = SpoolReader::open(&self.spool_path, self.config.fsync)?;
             self.spool_id = Some(spool.spool_id()?);
+            let before = spool.drained_before()?;
+            self.shared
+                .update(|s| s.drained_seq = s.drained_seq.max(before));
             self.spool = Some(spool);
         }
         if self.session.is_none() {
@@ -439,7 +390,11 @@ impl Worker {
             self.delete_pending = false;
         }
         self.since_compact += points.len() as u64;
-        self.shared.update(|s| s.shipped += points.len() as u64);
+        let drained = self.shipped_through.0;
+        self.shared.update(|s| {
+            s.shipped += points.len() as u64;
+            s.drained_seq = s.drained_seq.max(drained);
+        });
         Ok(Cycle::Shipped(points.len()))
     }
 }

@@ -71,6 +71,23 @@ impl SqliteSink {
     /// Opens or creates the store. An unclean previous stop (crash, `kill -9`)
     /// is recorded as a gap from the last commit to now.
     pub fn open(path: &Path, config: &HistorianConfig) -> Result<SqliteSink, HistorianError> {
+        Self::open_with(path, config, true)
+    }
+
+    /// Opens the store behind a spool: the spool records an unclean stop
+    /// itself, and that gap reaches the store through the applier.
+    pub(crate) fn open_behind_spool(
+        path: &Path,
+        config: &HistorianConfig,
+    ) -> Result<SqliteSink, HistorianError> {
+        Self::open_with(path, config, false)
+    }
+
+    fn open_with(
+        path: &Path,
+        config: &HistorianConfig,
+        record_crash_gap: bool,
+    ) -> Result<SqliteSink, HistorianError> {
         let conn = open_connection(path, config.fsync)?;
         let e = |source| HistorianError::sqlite(path, source);
         let found = schema::version(&conn).map_err(e)?;
@@ -94,7 +111,7 @@ impl SqliteSink {
         };
         let was_open = meta("open")?.is_some_and(|v| v == "1");
         let now = gantry_broker::message::now_ms() as i64;
-        if was_open {
+        if was_open && record_crash_gap {
             let last_commit: i64 = meta("last_commit_ms")?
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(now);
@@ -130,7 +147,46 @@ impl SqliteSink {
         |source| HistorianError::sqlite(&self.path, source)
     }
 
-    fn write_batch(&mut self, points: &[Point], gaps: &[Gap]) -> rusqlite::Result<()> {
+    /// How far this store has applied the spool `spool_id` (values, gaps);
+    /// (0, 0) for a spool it has not seen.
+    pub(crate) fn applied(&self, spool_id: &str) -> Result<(i64, i64), HistorianError> {
+        read_applied(&self.conn, spool_id).map_err(self.err())
+    }
+
+    /// Writes a batch taken from a spool and records, in the same
+    /// transaction, that the spool is applied through `mark`.
+    pub(crate) fn apply(
+        &mut self,
+        points: &[Point],
+        gaps: &[Gap],
+        mark: &AppliedMark<'_>,
+    ) -> Result<(), HistorianError> {
+        self.write_checked(points, gaps, Some(mark))
+    }
+
+    fn write_checked(
+        &mut self,
+        points: &[Point],
+        gaps: &[Gap],
+        mark: Option<&AppliedMark<'_>>,
+    ) -> Result<(), HistorianError> {
+        let result = self.write_batch(points, gaps, mark);
+        if let Err(source) = result {
+            // The transaction rolled back: forget what was cached from it.
+            self.series.clear();
+            self.metas.clear();
+            self.rollups.reset();
+            return Err(HistorianError::sqlite(&self.path, source));
+        }
+        Ok(())
+    }
+
+    fn write_batch(
+        &mut self,
+        points: &[Point],
+        gaps: &[Gap],
+        mark: Option<&AppliedMark<'_>>,
+    ) -> rusqlite::Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -211,6 +267,13 @@ impl SqliteSink {
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_commit_ms', ?1)",
             [(gantry_broker::message::now_ms() as i64).to_string()],
         )?;
+        if let Some(mark) = mark {
+            let mut set =
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+            set.execute(params!["applied_spool_id", mark.spool_id])?;
+            set.execute(params!["applied_points_seq", mark.points_seq.to_string()])?;
+            set.execute(params!["applied_gaps_seq", mark.gaps_seq.to_string()])?;
+        }
         tx.commit()
     }
 
@@ -262,6 +325,28 @@ impl SqliteSink {
         self.metas.clear();
         Ok(removed)
     }
+}
+
+/// How far a spool has been applied: stored with the batch it ends.
+pub(crate) struct AppliedMark<'a> {
+    pub spool_id: &'a str,
+    pub points_seq: i64,
+    pub gaps_seq: i64,
+}
+
+/// The applied sequence numbers of `spool_id` recorded in the store's `meta`.
+pub(crate) fn read_applied(conn: &Connection, spool_id: &str) -> rusqlite::Result<(i64, i64)> {
+    let meta = |key: &str| -> rusqlite::Result<Option<String>> {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+    };
+    if meta("applied_spool_id")?.as_deref() != Some(spool_id) {
+        return Ok((0, 0));
+    }
+    let seq = |key: &str| -> rusqlite::Result<i64> {
+        Ok(meta(key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    };
+    Ok((seq("applied_points_seq")?, seq("applied_gaps_seq")?))
 }
 
 /// Binds one point's five columns.
@@ -438,15 +523,7 @@ fn write_rollup(
 
 impl Sink for SqliteSink {
     fn write(&mut self, points: &[Point], gaps: &[Gap]) -> Result<(), HistorianError> {
-        let result = self.write_batch(points, gaps);
-        if let Err(source) = result {
-            // The transaction rolled back: forget what was cached from it.
-            self.series.clear();
-            self.metas.clear();
-            self.rollups.reset();
-            return Err(HistorianError::sqlite(&self.path, source));
-        }
-        Ok(())
+        self.write_checked(points, gaps, None)
     }
 
     fn maintain(&mut self, now_ms: i64) -> Result<(), HistorianError> {

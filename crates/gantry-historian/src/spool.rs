@@ -1,16 +1,23 @@
-//! The local spool in front of PostgreSQL: a SQLite file in WAL mode
-//! (`<data_dir>/history/pg-spool.sqlite`). [`PostgresSink`] appends each
-//! batch in one transaction (`synchronous` NORMAL, FULL with
-//! `historian.fsync`) and returns, so acknowledgements never wait for the
-//! database; the shipper reads the rows in sequence order over its own
-//! connection and deletes them once PostgreSQL has committed them.
+//! The local spool: a SQLite file in WAL mode that every recorded value
+//! passes through. The writer thread's [`SpoolSink`] appends each batch in one
+//! transaction (`synchronous` NORMAL, FULL with `historian.fsync`) and
+//! returns, so an acknowledgement waits for one small append-only commit,
+//! never for the store. A drainer then moves the rows on in large batches,
+//! in sequence order, over its own connection, and deletes them once they are
+//! committed there:
 //!
-//! Values keep their exact type here (integers as SQLite integers); like the
-//! SQLite store, an unclean stop is recorded as a gap when the spool is next
-//! opened.
+//! - the embedded store's applier (`<data_dir>/history/spool.sqlite` into
+//!   `history.sqlite`, see [`crate::sqlite`]);
+//! - the PostgreSQL shipper (`<data_dir>/history/pg-spool.sqlite`, see
+//!   [`crate::postgres`]).
+//!
+//! Values keep their exact type here (integers as SQLite integers). An
+//! unclean stop is recorded as a gap when the spool is next opened, and that
+//! gap travels to the store like any other row.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use gantry_model::Value;
 use rusqlite::types::ValueRef;
@@ -20,8 +27,6 @@ use crate::config::HistorianConfig;
 use crate::error::HistorianError;
 use crate::point::{Gap, Point, ValueType, quality_code, quality_from_code};
 use crate::writer::Sink;
-
-use super::shipper::Shared;
 
 /// Bumped when the spool's tables change incompatibly.
 const SPOOL_VERSION: i64 = 1;
@@ -81,19 +86,19 @@ fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
         .optional()
 }
 
-/// The historian's [`Sink`] with `backend = "postgres"`: makes each batch
-/// durable in the spool and wakes the shipper.
-pub struct PostgresSink {
+/// The writer thread's [`Sink`]: makes each batch durable in the spool and
+/// wakes the drainer.
+pub struct SpoolSink {
     conn: Connection,
     path: PathBuf,
     pub(crate) shared: Arc<Shared>,
 }
 
-impl PostgresSink {
+impl SpoolSink {
     /// Opens or creates the spool. Rows left by an earlier run stay and are
-    /// shipped by the next shipper; an unclean earlier stop is recorded as a
+    /// drained by the next drainer; an unclean earlier stop is recorded as a
     /// gap.
-    pub fn open(path: &Path, config: &HistorianConfig) -> Result<PostgresSink, HistorianError> {
+    pub fn open(path: &Path, config: &HistorianConfig) -> Result<SpoolSink, HistorianError> {
         let conn = open_connection(path, config.fsync)?;
         let e = |source| HistorianError::sqlite(path, source);
         conn.execute_batch(CREATE).map_err(e)?;
@@ -144,12 +149,15 @@ impl PostgresSink {
             .query_row("SELECT count(*) FROM points", [], |r| r.get(0))
             .map_err(e)?;
         if pending > 0 {
-            tracing::info!(pending, spool = %path.display(), "history spool holds values not yet shipped to PostgreSQL");
+            tracing::info!(pending, spool = %path.display(), "history spool holds values from the previous run not yet in the store");
         }
-        Ok(PostgresSink {
+        let last_seq = last_point_seq(&conn).map_err(e)?;
+        let shared = Arc::new(Shared::default());
+        shared.update(|s| s.spooled_seq = last_seq);
+        Ok(SpoolSink {
             conn,
             path: path.to_path_buf(),
-            shared: Arc::new(Shared::default()),
+            shared,
         })
     }
 
@@ -166,10 +174,12 @@ impl PostgresSink {
             .map_err(|source| HistorianError::sqlite(&self.path, source))
     }
 
-    fn write_batch(&mut self, points: &[Point], gaps: &[Gap]) -> rusqlite::Result<()> {
+    /// Returns the sequence number of the last value appended.
+    fn write_batch(&mut self, points: &[Point], gaps: &[Gap]) -> rusqlite::Result<Option<i64>> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut last = None;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO points (topic, ts_ms, value_type, num, txt, quality) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -212,6 +222,9 @@ impl PostgresSink {
                     ])?,
                 };
             }
+            if !points.is_empty() {
+                last = Some(tx.last_insert_rowid());
+            }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO gaps (from_ms, to_ms, lost, reason) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -223,22 +236,24 @@ impl PostgresSink {
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_commit_ms', ?1)",
             [(gantry_broker::message::now_ms() as i64).to_string()],
         )?;
-        tx.commit()
+        tx.commit()?;
+        Ok(last)
     }
 }
 
-impl Sink for PostgresSink {
+impl Sink for SpoolSink {
     fn write(&mut self, points: &[Point], gaps: &[Gap]) -> Result<(), HistorianError> {
         if points.is_empty() && gaps.is_empty() {
             return Ok(());
         }
-        self.write_batch(points, gaps)
+        let last = self
+            .write_batch(points, gaps)
             .map_err(|source| HistorianError::sqlite(&self.path, source))?;
-        self.shared.spooled();
+        self.shared.spooled(last);
         Ok(())
     }
 
-    /// Retention runs in the shipper thread, between shipments.
+    /// Retention runs in the drainer's thread, between batches.
     fn maintain(&mut self, now_ms: i64) -> Result<(), HistorianError> {
         self.shared.request_maintenance(now_ms);
         Ok(())
@@ -286,8 +301,8 @@ pub(crate) struct SpooledGap {
     pub gap: Gap,
 }
 
-/// The shipper's side of the spool: reads in sequence order, deletes what
-/// PostgreSQL has committed.
+/// The drainer's side of the spool: reads in sequence order, deletes what
+/// the store has committed.
 pub(crate) struct SpoolReader {
     conn: Connection,
     path: PathBuf,
@@ -309,7 +324,8 @@ impl SpoolReader {
         |source| HistorianError::sqlite(&self.path, source)
     }
 
-    /// The identity PostgreSQL records the spool's shipped gaps under.
+    /// The spool's identity: the store records how far it has drained this
+    /// spool under it (so a new spool file starts from the beginning).
     pub(crate) fn spool_id(&self) -> Result<String, HistorianError> {
         Ok(meta(&self.conn, "spool_id")
             .map_err(self.err())?
@@ -398,7 +414,7 @@ impl SpoolReader {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(e)
     }
 
-    /// Deletes what PostgreSQL has committed.
+    /// Deletes what the store has committed.
     pub(crate) fn delete_through(
         &mut self,
         points_seq: i64,
@@ -430,6 +446,19 @@ impl SpoolReader {
         Ok((p.unwrap_or(0), g.unwrap_or(0)))
     }
 
+    /// The sequence number before the first value still spooled (the last
+    /// one appended when the spool is empty).
+    pub(crate) fn drained_before(&self) -> Result<i64, HistorianError> {
+        let first: Option<i64> = self
+            .conn
+            .query_row("SELECT min(seq) FROM points", [], |r| r.get(0))
+            .map_err(self.err())?;
+        match first {
+            Some(seq) => Ok(seq - 1),
+            None => last_point_seq(&self.conn).map_err(self.err()),
+        }
+    }
+
     /// Whether any value or gap up to these sequence numbers is still spooled.
     pub(crate) fn holds_any_through(
         &self,
@@ -458,5 +487,88 @@ impl SpoolReader {
     pub(crate) fn compact(&self) {
         let _ = self.conn.execute_batch("PRAGMA incremental_vacuum;");
         let _ = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+    }
+}
+
+/// The sequence number of the last value ever appended (0 for a new spool).
+fn last_point_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    Ok(conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'points'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// What the sink and the drainer share: wake-ups, stop, status.
+#[derive(Default)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) stop: bool,
+    pub(crate) finished: bool,
+    /// Bumped on every spool write.
+    pub(crate) spooled: u64,
+    /// The sequence number of the last value appended to the spool.
+    pub(crate) spooled_seq: i64,
+    /// The sequence number of the last value committed to the store.
+    pub(crate) drained_seq: i64,
+    pub(crate) maintenance_due: Option<i64>,
+    pub(crate) connected: bool,
+    /// The schema exists (the shipper connected at least once).
+    pub(crate) ready: bool,
+    pub(crate) shipped: u64,
+    pub(crate) last_error: Option<String>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.lock());
+        self.changed.notify_all();
+    }
+
+    /// New rows are in the spool, the last value at `last_seq`.
+    pub(crate) fn spooled(&self, last_seq: Option<i64>) {
+        self.update(|s| {
+            s.spooled += 1;
+            if let Some(seq) = last_seq {
+                s.spooled_seq = s.spooled_seq.max(seq);
+            }
+        });
+    }
+
+    /// Values in the spool not yet committed to the store.
+    pub(crate) fn backlog(&self) -> u64 {
+        let s = self.lock();
+        (s.spooled_seq - s.drained_seq).max(0) as u64
+    }
+
+    /// Retention is due (from [`crate::writer::Sink::maintain`]).
+    pub(crate) fn request_maintenance(&self, now_ms: i64) {
+        self.update(|s| s.maintenance_due = Some(now_ms));
+    }
+
+    /// Waits until `cond` holds or `timeout` passes; returns the last state check.
+    pub(crate) fn wait_while(
+        &self,
+        timeout: Duration,
+        mut cond: impl FnMut(&State) -> bool,
+    ) -> bool {
+        let guard = self.lock();
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |s| cond(s))
+            .unwrap_or_else(|p| p.into_inner());
+        cond(&guard)
     }
 }
