@@ -155,11 +155,23 @@ ingest_through_gantry() {
     cpu=$(python3 -c "print(round(($ticks1-$ticks0)/$(getconf CLK_TCK)/$secs*100))")
     [ "$acked" = "$VALUES" ] || { echo "only $acked of $VALUES values acknowledged ($backend)" >&2; stop; return 1; }
     if [ "$backend" = sqlite ]; then
-        # Every PUBACK meant durable: all rows are there already, Gantry still running.
+        # Every PUBACK meant durable in the spool; the applier moves the values
+        # into history.sqlite. Time until the spool is empty: every row in the store.
+        local deadline t_all all_secs all_rate left
+        deadline=$(python3 -c "print($t0 + $PG_TIMEOUT)")
+        while :; do
+            left=$(sqlite3 "$dir/data/history/history.spool.sqlite" 'SELECT count(*) FROM batches' 2>/dev/null || echo 1)
+            [ "$left" = 0 ] && break
+            python3 -c "import sys,time; sys.exit(time.time() > $deadline)" || break
+            sleep 0.05
+        done
+        t_all=$(now)
         rows=$(sqlite3 "$dir/data/history/history.sqlite" 'SELECT count(*) FROM points')
         [ "$rows" = "$VALUES" ] || { echo "the embedded store holds $rows rows, not $VALUES" >&2; stop; return 1; }
-        echo "run $run sqlite: $rate values/s acknowledged (${secs}s, broker CPU $cpu %), $rows rows"
-        record "{\"measure\":\"ingest\",\"store\":\"gantry-sqlite\",\"run\":$run,\"values\":$acked,\"seconds\":$secs,\"values_per_s\":$rate,\"broker_cpu_pct\":$cpu,\"rows\":$rows}"
+        all_secs=$(python3 -c "print(round($t_all - $t0, 3))")
+        all_rate=$(python3 -c "print(round($VALUES / ($t_all - $t0)))")
+        echo "run $run sqlite: $rate values/s acknowledged (${secs}s, broker CPU $cpu %); all $rows rows in the store after ${all_secs}s: $all_rate values/s"
+        record "{\"measure\":\"ingest\",\"store\":\"gantry-sqlite\",\"run\":$run,\"values\":$acked,\"seconds\":$secs,\"values_per_s\":$rate,\"broker_cpu_pct\":$cpu,\"all_in_store_seconds\":$all_secs,\"all_in_store_values_per_s\":$all_rate,\"rows\":$rows}"
     else
         local deadline t_all all_secs all_rate
         deadline=$(python3 -c "print($t0 + $PG_TIMEOUT)")
@@ -218,7 +230,8 @@ def ref(word):
 copy = ref("COPY")
 writer = ref("embedded")
 rows = [
-    ("Gantry → embedded store, acknowledged = durable", med("gantry-sqlite"), med("gantry-sqlite", "broker_cpu_pct")),
+    ("Gantry → embedded store, acknowledged = durable (in the spool)", med("gantry-sqlite"), med("gantry-sqlite", "broker_cpu_pct")),
+    ("Gantry → embedded store, until every row is in history.sqlite", med("gantry-sqlite", "all_in_store_values_per_s"), None),
     ("Gantry → PostgreSQL, acknowledged = spooled", med("gantry-postgres"), med("gantry-postgres", "broker_cpu_pct")),
     ("Gantry → PostgreSQL, until every row is in PostgreSQL", med("gantry-postgres", "all_in_pg_values_per_s"), None),
     ("embedded writer alone (no broker; reference)", writer, None),
@@ -244,9 +257,13 @@ o.append("|---|---:|---:|---:|")
 for name, v, c in rows:
     o.append(f"| {name} | {fmt(v)} | {ratio(v)} | {'' if c is None else f'{c:.0f} %'} |")
 o.append("")
-o.append("The embedded store's rows were counted with `sqlite3` right after the last PUBACK (all "
-         f"{int(values):,} present while Gantry ran); PostgreSQL's by polling `SELECT count(*)` "
-         "every 0.2 s from the start of the load until it reached the total.")
+o.append("A PUBACK means the value is durable in the historian's local spool (one append-only "
+         "commit per group of values); the applier (embedded) or the shipper (PostgreSQL) then moves it "
+         "into the store in large batches. \"Until every row is in\" is timed from the start of the load "
+         "until the embedded spool is empty (polled every 0.05 s with `sqlite3`, then all "
+         f"{int(values):,} rows counted in history.sqlite), or until `SELECT count(*)` in PostgreSQL "
+         "(polled every 0.2 s) reached the total. The broker process, with its writer, applier and "
+         "shipper threads, is pinned to core 0; PostgreSQL's server is not pinned.")
 if int(conns) > 1:
     o.append("")
     o.append(f"Order of arrival: history-ingest gives each of its {conns} connections one contiguous "

@@ -91,7 +91,7 @@ def wait_applied(broker, timeout: float = 30) -> None:
     def empty() -> bool:
         con = sqlite3.connect(spool_db(broker))
         try:
-            (n,) = con.execute("SELECT (SELECT count(*) FROM points) + (SELECT count(*) FROM gaps)").fetchone()
+            (n,) = con.execute("SELECT (SELECT count(*) FROM batches) + (SELECT count(*) FROM gaps)").fetchone()
         finally:
             con.close()
         return n == 0

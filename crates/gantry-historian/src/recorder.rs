@@ -47,6 +47,9 @@ struct QueueState {
     dropped_from_ms: i64,
     dropped_to_ms: i64,
     closed: bool,
+    /// While the writer lingers for a fuller batch: the queue length that
+    /// wakes it early (0 otherwise).
+    fill_target: usize,
 }
 
 /// What the writer takes at once.
@@ -90,7 +93,7 @@ impl Queue {
         st.messages.push(msg.clone());
         st.next_seq += 1;
         let seq = st.next_seq;
-        let wake = st.messages.len() == 1;
+        let wake = st.messages.len() == 1 || st.messages.len() == st.fill_target;
         drop(st);
         if wake {
             self.ready.notify_one();
@@ -100,7 +103,17 @@ impl Queue {
 
     /// Waits up to `wait` for messages and takes up to `max` of them;
     /// `None` once closed and drained.
-    pub(crate) fn take(&self, max: usize, wait: Duration) -> Option<Batch> {
+    ///
+    /// With `linger` (`(n, d)`), once a message is there, waits up to `d`
+    /// more for `n` messages: the writer asks for it under a steady stream
+    /// of values, where a commit per few dozen values would cost more than
+    /// it saves.
+    pub(crate) fn take(
+        &self,
+        max: usize,
+        wait: Duration,
+        linger: Option<(usize, Duration)>,
+    ) -> Option<Batch> {
         let mut st = self.lock();
         if st.messages.is_empty() && st.dropped == 0 {
             if st.closed {
@@ -111,6 +124,26 @@ impl Queue {
                 .wait_timeout(st, wait)
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
+        }
+        if let Some((min_fill, linger)) = linger
+            && !st.messages.is_empty()
+            && st.messages.len() < min_fill.min(max)
+            && !st.closed
+        {
+            let deadline = std::time::Instant::now() + linger;
+            st.fill_target = min_fill.min(max);
+            while st.messages.len() < st.fill_target && !st.closed {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                st = self
+                    .ready
+                    .wait_timeout(st, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            st.fill_target = 0;
         }
         let messages: Vec<Arc<Message>> = if st.messages.len() <= max {
             std::mem::take(&mut st.messages)

@@ -19,33 +19,29 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use gantry_model::Value;
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::config::HistorianConfig;
 use crate::error::HistorianError;
-use crate::point::{Gap, Point, ValueType, quality_code, quality_from_code};
+use crate::point::{Gap, Point};
 use crate::writer::Sink;
 
+mod codec;
+
 /// Bumped when the spool's tables change incompatibly.
-const SPOOL_VERSION: i64 = 1;
+const SPOOL_VERSION: i64 = 2;
 
 const CREATE: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
--- Values waiting to be shipped, in arrival order. `num` holds int and bool
--- values as INTEGER and floats as REAL; `txt` string values.
-CREATE TABLE IF NOT EXISTS points (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic      TEXT NOT NULL,
-    ts_ms      INTEGER NOT NULL,
-    value_type TEXT NOT NULL,
-    num,
-    txt        TEXT,
-    quality    INTEGER NOT NULL
+-- Values waiting to be drained, one row per group commit: values
+-- first_seq..=last_seq in arrival order, encoded as `codec` describes.
+CREATE TABLE IF NOT EXISTS batches (
+    first_seq INTEGER PRIMARY KEY,
+    last_seq  INTEGER NOT NULL,
+    data      BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS gaps (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -76,6 +72,10 @@ fn open_connection(path: &Path, fsync: bool) -> Result<Connection, HistorianErro
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
         .map_err(e)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+    // Checkpoint every 64 MiB of WAL rather than 4 MiB: the spool's pages
+    // are short-lived, and many are freed before they are ever copied back.
+    conn.pragma_update(None, "wal_autocheckpoint", 16_384)
+        .map_err(e)?;
     conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
         .map_err(e)?;
     Ok(conn)
@@ -91,6 +91,8 @@ fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
 pub struct SpoolSink {
     conn: Connection,
     path: PathBuf,
+    /// The sequence number the next value gets.
+    next_seq: i64,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -145,9 +147,7 @@ impl SpoolSink {
             [],
         )
         .map_err(e)?;
-        let pending: i64 = conn
-            .query_row("SELECT count(*) FROM points", [], |r| r.get(0))
-            .map_err(e)?;
+        let pending = pending_values(&conn).map_err(e)?;
         if pending > 0 {
             tracing::info!(pending, spool = %path.display(), "history spool holds values from the previous run not yet in the store");
         }
@@ -157,6 +157,7 @@ impl SpoolSink {
         Ok(SpoolSink {
             conn,
             path: path.to_path_buf(),
+            next_seq: last_seq + 1,
             shared,
         })
     }
@@ -166,65 +167,29 @@ impl SpoolSink {
         &self.path
     }
 
-    /// Values in the spool, not yet shipped.
+    /// Values in the spool, not yet drained.
     pub fn pending(&self) -> Result<u64, HistorianError> {
-        self.conn
-            .query_row("SELECT count(*) FROM points", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|source| HistorianError::sqlite(&self.path, source))
+        pending_values(&self.conn).map_err(|source| HistorianError::sqlite(&self.path, source))
     }
 
-    /// Returns the sequence number of the last value appended.
+    /// Appends the batch; returns the sequence number of its last value.
     fn write_batch(&mut self, points: &[Point], gaps: &[Gap]) -> rusqlite::Result<Option<i64>> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut last = None;
+        if !points.is_empty() {
+            let first = self.next_seq;
+            let last_seq = first + points.len() as i64 - 1;
+            tx.prepare_cached(
+                "INSERT INTO batches (first_seq, last_seq, data) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![first, last_seq, codec::encode(points)])?;
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_seq', ?1)")?
+                .execute([last_seq.to_string()])?;
+            last = Some(last_seq);
+        }
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO points (topic, ts_ms, value_type, num, txt, quality) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for p in points {
-                let value_type = ValueType::of(&p.value).as_str();
-                let q = quality_code(p.quality);
-                match &p.value {
-                    Value::Int(i) => insert.execute(params![
-                        &*p.topic,
-                        p.ts_ms,
-                        value_type,
-                        i,
-                        None::<String>,
-                        q
-                    ])?,
-                    Value::Bool(b) => insert.execute(params![
-                        &*p.topic,
-                        p.ts_ms,
-                        value_type,
-                        i64::from(*b),
-                        None::<String>,
-                        q
-                    ])?,
-                    Value::Float(f) => insert.execute(params![
-                        &*p.topic,
-                        p.ts_ms,
-                        value_type,
-                        f,
-                        None::<String>,
-                        q
-                    ])?,
-                    Value::Text(t) => insert.execute(params![
-                        &*p.topic,
-                        p.ts_ms,
-                        value_type,
-                        None::<i64>,
-                        t,
-                        q
-                    ])?,
-                };
-            }
-            if !points.is_empty() {
-                last = Some(tx.last_insert_rowid());
-            }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO gaps (from_ms, to_ms, lost, reason) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -232,11 +197,14 @@ impl SpoolSink {
                 insert.execute(params![g.from_ms, g.to_ms, g.lost as i64, g.reason])?;
             }
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_commit_ms', ?1)",
-            [(gantry_broker::message::now_ms() as i64).to_string()],
-        )?;
+        )?
+        .execute([(gantry_broker::message::now_ms() as i64).to_string()])?;
         tx.commit()?;
+        if let Some(l) = last {
+            self.next_seq = l + 1;
+        }
         Ok(last)
     }
 }
@@ -332,59 +300,90 @@ impl SpoolReader {
             .unwrap_or_else(|| "unknown".to_string()))
     }
 
-    /// Up to `limit` values after `after_seq`, in sequence order.
+    /// The values after `after_seq`, in sequence order: whole batches until
+    /// at least `limit` values (or the spool's end). A batch that cannot be
+    /// decoded is removed and recorded as a gap of its values, so that one
+    /// damaged row never stops the values behind it.
     pub(crate) fn points_after(
         &mut self,
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<SpooledPoint>, HistorianError> {
         let e = |source| HistorianError::sqlite(&self.path, source);
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT seq, topic, ts_ms, value_type, num, txt, quality FROM points WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )
-            .map_err(e)?;
-        let mut rows = stmt.query(params![after_seq, limit as i64]).map_err(e)?;
         let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(e)? {
-            let topic_text: String = r.get(1).map_err(e)?;
-            let topic = match self.topics.get(&topic_text) {
-                Some(t) => t.clone(),
-                None => {
-                    let t: Arc<str> = topic_text.as_str().into();
-                    if self.topics.len() > 100_000 {
-                        self.topics.clear();
+        let mut damaged = None;
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT first_seq, last_seq, data FROM batches WHERE last_seq > ?1 ORDER BY first_seq",
+                )
+                .map_err(e)?;
+            let mut rows = stmt.query([after_seq]).map_err(e)?;
+            while let Some(r) = rows.next().map_err(e)? {
+                let first: i64 = r.get(0).map_err(e)?;
+                let last: i64 = r.get(1).map_err(e)?;
+                let blob = r.get_ref(2).map_err(e)?.as_blob().unwrap_or(&[]);
+                match codec::decode(blob, &mut self.topics) {
+                    Ok(points) if points.len() as i64 == last - first + 1 => {
+                        out.extend(
+                            (first..)
+                                .zip(points)
+                                .filter(|(seq, _)| *seq > after_seq)
+                                .map(|(seq, point)| SpooledPoint { seq, point }),
+                        );
                     }
-                    self.topics.insert(topic_text, t.clone());
-                    t
+                    Ok(points) => {
+                        damaged = Some((
+                            first,
+                            last,
+                            format!("holds {} values, not {}", points.len(), last - first + 1),
+                        ));
+                        break;
+                    }
+                    Err(why) => {
+                        damaged = Some((first, last, why.0.to_string()));
+                        break;
+                    }
                 }
-            };
-            let value_type: String = r.get(3).map_err(e)?;
-            let num = r.get_ref(4).map_err(e)?;
-            let txt: Option<String> = r.get(5).map_err(e)?;
-            let value = match (ValueType::parse(&value_type), num) {
-                (Some(ValueType::Int), ValueRef::Integer(i)) => Value::Int(i),
-                (Some(ValueType::Int), ValueRef::Real(f)) => Value::Int(f as i64),
-                (Some(ValueType::Bool), ValueRef::Integer(i)) => Value::Bool(i != 0),
-                (Some(ValueType::Bool), ValueRef::Real(f)) => Value::Bool(f != 0.0),
-                (Some(ValueType::Float), ValueRef::Real(f)) => Value::Float(f),
-                (Some(ValueType::Float), ValueRef::Integer(i)) => Value::Float(i as f64),
-                // SQLite stores NaN as NULL.
-                (Some(ValueType::Float), _) => Value::Float(f64::NAN),
-                _ => Value::Text(txt.unwrap_or_default()),
-            };
-            out.push(SpooledPoint {
-                seq: r.get(0).map_err(e)?,
-                point: Point {
-                    topic,
-                    ts_ms: r.get(2).map_err(e)?,
-                    value,
-                    quality: quality_from_code(r.get(6).map_err(e)?),
-                },
-            });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        if let Some((first, last, why)) = damaged {
+            self.set_aside(first, last, &why)?;
         }
         Ok(out)
+    }
+
+    /// Removes an undecodable batch and records its values as lost.
+    fn set_aside(&mut self, first: i64, last: i64, why: &str) -> Result<(), HistorianError> {
+        let lost = (last - first + 1).max(0);
+        tracing::error!(
+            spool = %self.path.display(),
+            first_seq = first,
+            last_seq = last,
+            "history spool batch cannot be read ({why}); its {lost} values are recorded as a gap"
+        );
+        let e = |source| HistorianError::sqlite(&self.path, source);
+        let now = gantry_broker::message::now_ms() as i64;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
+        tx.execute(
+            "INSERT INTO gaps (from_ms, to_ms, lost, reason) VALUES (?1, ?1, ?2, ?3)",
+            params![
+                now,
+                lost,
+                format!("values {first}..={last} of the history spool were damaged on disk and could not be read ({why})")
+            ],
+        )
+        .map_err(e)?;
+        tx.execute("DELETE FROM batches WHERE first_seq = ?1", [first])
+            .map_err(e)?;
+        tx.commit().map_err(e)
     }
 
     /// Up to `limit` gaps after `after_seq`, in sequence order.
@@ -425,7 +424,7 @@ impl SpoolReader {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(e)?;
-        tx.execute("DELETE FROM points WHERE seq <= ?1", [points_seq])
+        tx.execute("DELETE FROM batches WHERE last_seq <= ?1", [points_seq])
             .map_err(e)?;
         tx.execute("DELETE FROM gaps WHERE seq <= ?1", [gaps_seq])
             .map_err(e)?;
@@ -435,15 +434,12 @@ impl SpoolReader {
     /// The latest sequence numbers spooled so far (values, gaps).
     pub(crate) fn last_seqs(&self) -> Result<(i64, i64), HistorianError> {
         let e = self.err();
-        let p: Option<i64> = self
-            .conn
-            .query_row("SELECT max(seq) FROM points", [], |r| r.get(0))
-            .map_err(&e)?;
+        let p = last_point_seq(&self.conn).map_err(&e)?;
         let g: Option<i64> = self
             .conn
             .query_row("SELECT max(seq) FROM gaps", [], |r| r.get(0))
             .map_err(&e)?;
-        Ok((p.unwrap_or(0), g.unwrap_or(0)))
+        Ok((p, g.unwrap_or(0)))
     }
 
     /// The sequence number before the first value still spooled (the last
@@ -451,7 +447,7 @@ impl SpoolReader {
     pub(crate) fn drained_before(&self) -> Result<i64, HistorianError> {
         let first: Option<i64> = self
             .conn
-            .query_row("SELECT min(seq) FROM points", [], |r| r.get(0))
+            .query_row("SELECT min(first_seq) FROM batches", [], |r| r.get(0))
             .map_err(self.err())?;
         match first {
             Some(seq) => Ok(seq - 1),
@@ -467,7 +463,7 @@ impl SpoolReader {
     ) -> Result<bool, HistorianError> {
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM points WHERE seq <= ?1) OR EXISTS (SELECT 1 FROM gaps WHERE seq <= ?2)",
+                "SELECT EXISTS (SELECT 1 FROM batches WHERE first_seq <= ?1) OR EXISTS (SELECT 1 FROM gaps WHERE seq <= ?2)",
                 params![points_seq, gaps_seq],
                 |r| r.get(0),
             )
@@ -476,10 +472,7 @@ impl SpoolReader {
 
     /// Values still spooled.
     pub(crate) fn pending(&self) -> Result<u64, HistorianError> {
-        self.conn
-            .query_row("SELECT count(*) FROM points", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(self.err())
+        pending_values(&self.conn).map_err(self.err())
     }
 
     /// Returns freed pages to the file system and trims the WAL (after the
@@ -491,15 +484,23 @@ impl SpoolReader {
 }
 
 /// The sequence number of the last value ever appended (0 for a new spool).
-fn last_point_seq(conn: &Connection) -> rusqlite::Result<i64> {
-    Ok(conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'points'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()?
-        .unwrap_or(0))
+pub(crate) fn last_point_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    let recorded: i64 = meta(conn, "last_seq")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let held: Option<i64> =
+        conn.query_row("SELECT max(last_seq) FROM batches", [], |r| r.get(0))?;
+    Ok(recorded.max(held.unwrap_or(0)))
+}
+
+/// Values held in the spool.
+pub(crate) fn pending_values(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM batches",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n.max(0) as u64)
 }
 
 /// What the sink and the drainer share: wake-ups, stop, status.
