@@ -10,7 +10,13 @@
 //!   PostgreSQL (a `GROUP BY` over the bucket number; a `LATERAL` latest-row
 //!   join and `DISTINCT ON`, whichever is faster).
 //!
-//! Prints one JSON line per measurement.
+//! Prints one JSON line per measurement: medians (what `bench/historian.sh`
+//! reports) and minimums of the runs.
+//!
+//! Options: `--dir DIR`, `--runs N`, `--reuse` (keep the loaded data of a
+//! previous `--keep` run), `--keep` (leave the PostgreSQL schema), and
+//! `--profile downsample|snapshot` (run only Gantry's side of one query, 500
+//! times, for `perf record`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +41,10 @@ fn arg(name: &str, default: &str) -> String {
 
 fn num(name: &str, default: usize) -> usize {
     arg(name, &default.to_string()).parse().unwrap_or(default)
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -218,6 +228,28 @@ fn queries(url: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error::E
         ],
         now_ms: base + 2 * DAY_MS,
     };
+    let at = base + DAY_MS + (per_tag as i64 / 2) * 36_000 + 17_000;
+    match arg("--profile", "").as_str() {
+        "" => {}
+        "downsample" => {
+            for _ in 0..500 {
+                std::hint::black_box(query::aggregate(&mut reader, &FullAccess, &q)?);
+            }
+            return Ok(());
+        }
+        "snapshot" => {
+            for _ in 0..500 {
+                std::hint::black_box(query::snapshot(
+                    &mut reader,
+                    &FullAccess,
+                    "bench/lab/#",
+                    at,
+                )?);
+            }
+            return Ok(());
+        }
+        other => return Err(format!("--profile {other}: use downsample or snapshot").into()),
+    }
     let ours = query::aggregate(&mut reader, &FullAccess, &q)?;
     let ours_buckets = &ours.series[0].buckets;
     let sql = "SELECT (ts_ms - $2) / $4 AS b, count(*), min(num), max(num), avg(num)
@@ -257,15 +289,15 @@ fn queries(url: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error::E
         theirs_t.push(t.elapsed().as_secs_f64() * 1000.0);
         std::hint::black_box(r);
     }
+    let (o_min, t_min) = (min(&ours_t), min(&theirs_t));
     let (o, t) = (median(ours_t), median(theirs_t));
     println!(
-        "{{\"measure\":\"downsample 1 day @1 Hz to 1000 buckets\",\"source\":\"{}\",\"gantry_ms\":{o:.3},\"postgresql_sql_ms\":{t:.3},\"speedup\":{:.1}}}",
+        "{{\"measure\":\"downsample 1 day @1 Hz to 1000 buckets\",\"source\":\"{}\",\"gantry_ms\":{o:.3},\"postgresql_sql_ms\":{t:.3},\"speedup\":{:.1},\"gantry_min_ms\":{o_min:.3},\"postgresql_min_ms\":{t_min:.3}}}",
         ours.series[0].source,
         t / o
     );
 
     // 2. Snapshot of 10,000 tags as of a past time (middle of their hour).
-    let at = base + DAY_MS + (per_tag as i64 / 2) * 36_000 + 17_000;
     let snap_ours = query::snapshot(&mut reader, &FullAccess, "bench/lab/#", at)?;
     let lateral = pg.prepare(
         "SELECT s.topic, p.ts_ms, p.num FROM bench_query.series s
@@ -307,10 +339,11 @@ fn queries(url: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error::E
         std::hint::black_box(pg.query(&distinct_on, &[&at])?);
         dis_t.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    let (o_min, l_min) = (min(&ours_t), min(&lat_t));
     let (o, l, d) = (median(ours_t), median(lat_t), median(dis_t));
     let best = l.min(d);
     println!(
-        "{{\"measure\":\"snapshot of {} tags as of T\",\"gantry_ms\":{o:.3},\"postgresql_lateral_ms\":{l:.3},\"postgresql_distinct_on_ms\":{d:.3},\"speedup_vs_best\":{:.1}}}",
+        "{{\"measure\":\"snapshot of {} tags as of T\",\"gantry_ms\":{o:.3},\"postgresql_lateral_ms\":{l:.3},\"postgresql_distinct_on_ms\":{d:.3},\"speedup_vs_best\":{:.1},\"gantry_min_ms\":{o_min:.3},\"postgresql_lateral_min_ms\":{l_min:.3}}}",
         snap_ours.values.len(),
         best / o
     );

@@ -35,6 +35,26 @@ pub trait HistoryRead: Send {
         visit: &mut dyn FnMut(PointRow) -> bool,
     ) -> Result<(), HistorianError>;
 
+    /// Raw values of one series in each of `spans` (half-open, sorted and
+    /// disjoint), in time order. An aggregate's cover asks for many short
+    /// spans (its bucket edges); stores may answer them in fewer round trips
+    /// than one [`points`](HistoryRead::points) call each, which is the
+    /// default.
+    fn points_in_spans(
+        &mut self,
+        series_id: i64,
+        spans: &[(i64, i64)],
+        visit: &mut dyn FnMut(PointRow),
+    ) -> Result<(), HistorianError> {
+        for &(from_ms, to_ms) in spans {
+            self.points(series_id, from_ms, to_ms, &mut |p| {
+                visit(p);
+                true
+            })?;
+        }
+        Ok(())
+    }
+
     /// The latest value at or before `at_ms`.
     fn last_at_or_before(
         &mut self,
@@ -57,6 +77,24 @@ pub trait HistoryRead: Send {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<RollupRow>, HistorianError>;
+
+    /// Like [`rollups`](HistoryRead::rollups), for callers that need only
+    /// count, bad_count, min, max and sum: a store may leave the first and
+    /// last fields empty (first at `i64::MAX`, last at `i64::MIN`) and read
+    /// fewer columns. Rows are passed to `visit` in bucket order.
+    fn rollup_stats(
+        &mut self,
+        level: RollupLevel,
+        series_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(&RollupRow),
+    ) -> Result<(), HistorianError> {
+        for row in self.rollups(level, series_id, from_ms, to_ms)? {
+            visit(&row);
+        }
+        Ok(())
+    }
 
     /// The latest value at or before `at_ms` of each series in `series`
     /// (series with none are left out). Backends answer this in one pass.
@@ -99,9 +137,68 @@ pub(crate) fn prefix_range(filter: &str) -> (String, Option<String>) {
     (prefix, None)
 }
 
+/// An MQTT filter prepared for matching many topics: the common shapes (`#`,
+/// `a/b/#`, an exact topic) without splitting either side into levels.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FilterMatcher<'a> {
+    /// `#`: every topic except `$…` ones.
+    All,
+    /// `P/#` with no wildcard in `P`: `P` itself and everything below it.
+    Subtree(&'a str),
+    /// No wildcard.
+    Exact(&'a str),
+    /// Anything else.
+    General(&'a str),
+}
+
+impl<'a> FilterMatcher<'a> {
+    pub(crate) fn new(filter: &'a str) -> Self {
+        if filter == "#" {
+            return FilterMatcher::All;
+        }
+        match filter.strip_suffix("/#") {
+            Some(p) if !p.contains(['+', '#']) => FilterMatcher::Subtree(p),
+            _ if !filter.contains(['+', '#']) => FilterMatcher::Exact(filter),
+            _ => FilterMatcher::General(filter),
+        }
+    }
+
+    pub(crate) fn matches(&self, topic: &str) -> bool {
+        match *self {
+            FilterMatcher::All => !topic.starts_with('$'),
+            FilterMatcher::Subtree(p) => {
+                topic.starts_with(p)
+                    && (topic.len() == p.len() || topic.as_bytes()[p.len()] == b'/')
+            }
+            FilterMatcher::Exact(t) => topic == t,
+            FilterMatcher::General(f) => gantry_codec::topic::matches(f, topic),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::prefix_range;
+    use super::{FilterMatcher, prefix_range};
+
+    #[test]
+    fn prepared_filters_match_as_mqtt_filters_do() {
+        let filters = [
+            "#", "a/#", "a/b/#", "a/+/c", "a/b", "+/#", "a/+", "$SYS/#", "a/b/c/#",
+        ];
+        let topics = [
+            "a", "a/b", "a/b/c", "a/bc", "ab", "a/b/c/d", "b/b/c", "$SYS/x", "a//c", "",
+        ];
+        for f in filters {
+            let m = FilterMatcher::new(f);
+            for t in topics {
+                assert_eq!(
+                    m.matches(t),
+                    gantry_codec::topic::matches(f, t),
+                    "filter {f:?} topic {t:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn prefix_ranges_include_the_parent_of_a_trailing_hash() {

@@ -79,4 +79,5 @@ cases!(
     case_validation,
     case_exact_topic_without_history,
     case_rollups_match_recomputation,
+    case_batched_reads_agree,
 );

@@ -5,15 +5,15 @@
 //! (the historian opens one per query). Like every synchronous `postgres`
 //! client it must not be used from inside a tokio async context.
 
-use std::collections::HashMap;
-
 use postgres::types::ToSql;
 use postgres::{Client, Row, Statement};
 
 use crate::config::PostgresConfig;
 use crate::error::HistorianError;
-use crate::point::{Gap, PointRow, SeriesInfo, ValueType, quality_from_code, value_from_columns};
-use crate::read::{HistoryRead, prefix_range};
+use crate::point::{
+    Gap, IdMap, PointRow, SeriesInfo, ValueType, quality_from_code, value_from_columns,
+};
+use crate::read::{FilterMatcher, HistoryRead, prefix_range};
 use crate::rollup::{RollupLevel, RollupRow};
 
 use super::Target;
@@ -44,7 +44,7 @@ pub struct PostgresReader {
     target: Target,
     stmts: Statements,
     /// Series types, for decoding values.
-    types: HashMap<i64, ValueType>,
+    types: IdMap<ValueType>,
 }
 
 const ROLLUPS: &str = "SELECT bucket_ms, count, bad_count, min, max, sum, first_ms, first, last_ms, last FROM {s}.{table} \
@@ -78,7 +78,7 @@ impl PostgresReader {
             client,
             target,
             stmts,
-            types: HashMap::new(),
+            types: IdMap::default(),
         })
     }
 
@@ -211,13 +211,14 @@ impl HistoryRead for PostgresReader {
             }
         } else {
             let (lower, upper) = prefix_range(filter);
+            let matcher = FilterMatcher::new(filter);
             for row in self
                 .client
                 .query(&self.stmts.series_range, &[&lower, &upper])
                 .map_err(&e)?
             {
                 let s = series_row(&row).map_err(&e)?;
-                if gantry_codec::topic::matches(filter, &s.topic) {
+                if matcher.matches(&s.topic) {
                     out.push(s);
                 }
             }

@@ -444,7 +444,7 @@ fn series_accs(
         // cheaper than many calls.
         let span = i128::from(grid.to_ms) - i128::from(grid.from_ms);
         if mode == Mode::Cover || plan.raw_ms() * 2 < span {
-            apply_cover(reader, info.id, grid, &plan, &mut accs)?;
+            apply_cover(reader, info.id, grid, &plan, wants, &mut accs)?;
             return Ok((plan.finest(), accs));
         }
     }
@@ -458,26 +458,30 @@ fn apply_cover(
     series_id: i64,
     grid: &BucketGrid,
     plan: &CoverPlan,
+    wants: Wants,
     accs: &mut [Acc],
 ) -> Result<(), HistorianError> {
     for (level, spans) in &plan.levels {
         for fetch in CoverPlan::fetch_ranges(*level, spans) {
-            for row in reader.rollups(*level, series_id, fetch.start, fetch.end)? {
-                if CoverPlan::takes(spans, row.bucket_ms) {
-                    accs[grid.index_of(row.bucket_ms)].add_rollup(&row);
+            if wants.first || wants.last {
+                for row in reader.rollups(*level, series_id, fetch.start, fetch.end)? {
+                    if CoverPlan::takes(spans, row.bucket_ms) {
+                        accs[grid.index_of(row.bucket_ms)].add_rollup(&row);
+                    }
                 }
+            } else {
+                reader.rollup_stats(*level, series_id, fetch.start, fetch.end, &mut |row| {
+                    if CoverPlan::takes(spans, row.bucket_ms) {
+                        accs[grid.index_of(row.bucket_ms)].add_rollup(row);
+                    }
+                })?;
             }
         }
     }
-    for span in &plan.raw {
-        reader.points(series_id, span.start, span.end, &mut |p| {
-            if p.ts_ms >= span.start && p.ts_ms < span.end {
-                accs[grid.index_of(p.ts_ms)].add_point(&p, true);
-            }
-            true
-        })?;
-    }
-    Ok(())
+    let spans: Vec<(i64, i64)> = plan.raw.iter().map(|s| (s.start, s.end)).collect();
+    reader.points_in_spans(series_id, &spans, &mut |p| {
+        accs[grid.index_of(p.ts_ms)].add_point(&p, true);
+    })
 }
 
 /// The state held between values, for the time-weighted aggregates.

@@ -62,7 +62,8 @@ pub(crate) fn readable_series(
         });
     }
     let mut series = reader.series_matching(filter)?;
-    series.retain(|s| gantry_codec::topic::matches(filter, &s.topic) && access.can_read(&s.topic));
+    let matcher = crate::read::FilterMatcher::new(filter);
+    series.retain(|s| matcher.matches(&s.topic) && access.can_read(&s.topic));
     if !series.is_sorted_by(|a, b| a.topic <= b.topic) {
         series.sort_by(|a, b| a.topic.cmp(&b.topic));
     }

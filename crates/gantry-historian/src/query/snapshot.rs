@@ -56,24 +56,54 @@ fn snapshot_in(
     } else {
         reader.snapshot(&ids, at_ms)?
     };
-    // Topics are moved, not copied, into the answer.
-    let slot: std::collections::HashMap<i64, usize> =
-        series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
-    let mut topics: Vec<Option<String>> = series.into_iter().map(|s| Some(s.topic)).collect();
-    let mut values: Vec<SnapshotValue> = rows
-        .into_iter()
-        .filter(|(_, p)| p.ts_ms <= at_ms)
-        .filter_map(|(id, p)| {
-            let topic = topics.get_mut(*slot.get(&id)?)?.take()?;
-            Some(SnapshotValue {
-                topic,
-                ts_ms: p.ts_ms,
-                age_ms: at_ms.saturating_sub(p.ts_ms),
-                value: p.value,
-                quality: p.quality,
-            })
+    // Topics are moved, not copied, into the answer. Stores usually return
+    // rows in the order asked, which pairs them with their series without a
+    // lookup; otherwise by id.
+    let in_order = {
+        let mut j = 0;
+        rows.iter().all(|(id, _)| {
+            while j < series.len() && series[j].id != *id {
+                j += 1;
+            }
+            j += 1;
+            j <= series.len()
         })
-        .collect();
+    };
+    let mut topics: Vec<(i64, Option<String>)> =
+        series.into_iter().map(|s| (s.id, Some(s.topic))).collect();
+    let slot: Option<crate::point::IdMap<usize>> = (!in_order).then(|| {
+        topics
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect()
+    });
+    let mut cursor = 0;
+    let mut values: Vec<SnapshotValue> = Vec::with_capacity(rows.len());
+    for (id, p) in rows {
+        let i = match &slot {
+            Some(map) => map.get(&id).copied(),
+            None => {
+                while cursor < topics.len() && topics[cursor].0 != id {
+                    cursor += 1;
+                }
+                (cursor < topics.len()).then_some(cursor)
+            }
+        };
+        let Some(topic) = i.and_then(|i| topics[i].1.take()) else {
+            continue;
+        };
+        if p.ts_ms > at_ms {
+            continue;
+        }
+        values.push(SnapshotValue {
+            topic,
+            ts_ms: p.ts_ms,
+            age_ms: at_ms.saturating_sub(p.ts_ms),
+            value: p.value,
+            quality: p.quality,
+        });
+    }
     if !values.is_sorted_by(|a, b| a.topic <= b.topic) {
         values.sort_by(|a, b| a.topic.cmp(&b.topic));
     }

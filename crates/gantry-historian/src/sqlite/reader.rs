@@ -1,26 +1,33 @@
 //! Reads from the SQLite store over its own read-only connection; WAL mode
 //! lets it read while the writer writes.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::ValueRef as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::error::HistorianError;
-use crate::point::{Gap, PointRow, SeriesInfo, ValueType, quality_from_code, value_from_columns};
-use crate::read::{HistoryRead, prefix_range};
+use crate::point::{
+    Gap, IdMap, PointRow, SeriesInfo, ValueType, quality_from_code, value_from_columns,
+};
+use crate::read::{FilterMatcher, HistoryRead, prefix_range};
 use crate::rollup::{RollupLevel, RollupRow};
+
+/// What the reader remembers of a series: its type (for decoding values)
+/// and, once listed by `series_matching`, its first and last stored
+/// timestamps, which let a snapshot skip series that are settled without
+/// reading their values.
+#[derive(Debug, Clone, Copy)]
+struct KnownSeries {
+    value_type: ValueType,
+    bounds: Option<(Option<i64>, Option<i64>)>,
+}
 
 pub struct SqliteReader {
     conn: Connection,
     path: PathBuf,
-    /// Series types, for decoding values.
-    types: HashMap<i64, ValueType>,
-    /// First and last stored timestamps of the series listed by
-    /// `series_matching`, which let a snapshot skip series that are settled
-    /// without reading their values.
-    bounds: HashMap<i64, (Option<i64>, Option<i64>)>,
+    /// Series seen so far (see [`KnownSeries`]).
+    types: IdMap<KnownSeries>,
     /// Nesting depth of `begin_read`.
     read_depth: u32,
 }
@@ -67,8 +74,7 @@ impl SqliteReader {
         Ok(SqliteReader {
             conn,
             path: path.to_path_buf(),
-            types: HashMap::new(),
-            bounds: HashMap::new(),
+            types: IdMap::default(),
             read_depth: 0,
         })
     }
@@ -78,8 +84,8 @@ impl SqliteReader {
     }
 
     fn value_type(&mut self, series_id: i64) -> Result<ValueType, HistorianError> {
-        if let Some(t) = self.types.get(&series_id) {
-            return Ok(*t);
+        if let Some(k) = self.types.get(&series_id) {
+            return Ok(k.value_type);
         }
         let t: Option<String> = self
             .conn
@@ -93,9 +99,98 @@ impl SqliteReader {
         let t = t
             .and_then(|t| ValueType::parse(&t))
             .unwrap_or(ValueType::Float);
-        self.types.insert(series_id, t);
+        self.types.insert(
+            series_id,
+            KnownSeries {
+                value_type: t,
+                bounds: None,
+            },
+        );
         Ok(t)
     }
+}
+
+/// Series id → position in a snapshot request. Store-assigned ids are dense
+/// (1, 2, 3, …), so a plain array usually serves, without hashing in the
+/// scan loop; scattered ids fall back to a map.
+enum SlotIndex {
+    Dense {
+        base: i64,
+        slots: Vec<u32>,
+        len: usize,
+    },
+    Sparse(IdMap<usize>),
+}
+
+impl SlotIndex {
+    /// From `(series id, position)` pairs; the first position of an id wins.
+    fn new(pairs: &[(i64, usize)]) -> SlotIndex {
+        let (min, max) = pairs
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &(id, _)| {
+                (lo.min(id), hi.max(id))
+            });
+        let span = i128::from(max) - i128::from(min) + 1;
+        if !pairs.is_empty() && span <= 8 * pairs.len() as i128 + 4096 {
+            let mut slots = vec![u32::MAX; span as usize];
+            let mut len = 0;
+            for &(id, i) in pairs {
+                let s = &mut slots[(id - min) as usize];
+                if *s == u32::MAX {
+                    *s = i as u32;
+                    len += 1;
+                }
+            }
+            return SlotIndex::Dense {
+                base: min,
+                slots,
+                len,
+            };
+        }
+        let mut map = IdMap::with_capacity_and_hasher(pairs.len(), Default::default());
+        for &(id, i) in pairs {
+            map.entry(id).or_insert(i);
+        }
+        SlotIndex::Sparse(map)
+    }
+
+    fn get(&self, id: i64) -> Option<usize> {
+        match self {
+            SlotIndex::Dense { base, slots, .. } => {
+                let k = usize::try_from(id.checked_sub(*base)?).ok()?;
+                slots
+                    .get(k)
+                    .filter(|s| **s != u32::MAX)
+                    .map(|s| *s as usize)
+            }
+            SlotIndex::Sparse(map) => map.get(&id).copied(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            SlotIndex::Dense { len, .. } => *len,
+            SlotIndex::Sparse(map) => map.len(),
+        }
+    }
+}
+
+/// Ranges read by one statement in `points_in_spans`.
+const SPANS_PER_READ: usize = 16;
+
+/// `SPANS_PER_READ` range reads of one series, in order (`UNION ALL` runs its
+/// parts one after the other).
+fn spans_sql() -> String {
+    (0..SPANS_PER_READ)
+        .map(|k| {
+            format!(
+                "SELECT ts_ms, num, txt, quality FROM points WHERE series_id = ?1 AND ts_ms >= ?{} AND ts_ms < ?{}",
+                2 + 2 * k,
+                3 + 2 * k
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
 }
 
 /// Decodes `num, txt, quality` at `start` of a row.
@@ -198,6 +293,7 @@ impl HistoryRead for SqliteReader {
             out.extend(row);
         } else {
             let (lower, upper) = prefix_range(filter);
+            let matcher = FilterMatcher::new(filter);
             // Two statements rather than `?2 IS NULL OR ...`, so that the
             // upper bound limits the index range.
             let mut stmt = match upper {
@@ -218,15 +314,20 @@ impl HistoryRead for SqliteReader {
             .map_err(&e)?;
             for r in rows {
                 let s = r.map_err(&e)?;
-                if gantry_codec::topic::matches(filter, &s.topic) {
+                if matcher.matches(&s.topic) {
                     out.push(s);
                 }
             }
         }
         drop(e);
         for s in &out {
-            self.types.insert(s.id, s.value_type);
-            self.bounds.insert(s.id, (s.first_ms, s.last_ms));
+            self.types.insert(
+                s.id,
+                KnownSeries {
+                    value_type: s.value_type,
+                    bounds: Some((s.first_ms, s.last_ms)),
+                },
+            );
         }
         Ok(out)
     }
@@ -256,6 +357,47 @@ impl HistoryRead for SqliteReader {
                 quality,
             }) {
                 break;
+            }
+        }
+        Ok(())
+    }
+
+    fn points_in_spans(
+        &mut self,
+        series_id: i64,
+        spans: &[(i64, i64)],
+        visit: &mut dyn FnMut(PointRow),
+    ) -> Result<(), HistorianError> {
+        if spans.len() < 2 {
+            for &(from_ms, to_ms) in spans {
+                self.points(series_id, from_ms, to_ms, &mut |p| {
+                    visit(p);
+                    true
+                })?;
+            }
+            return Ok(());
+        }
+        let value_type = self.value_type(series_id)?;
+        let e = self.err();
+        // SPANS_PER_READ ranges per statement: one reset and bind per group
+        // instead of per span. Unused ranges are bound empty.
+        let mut stmt = self.conn.prepare_cached(&spans_sql()).map_err(&e)?;
+        for group in spans.chunks(SPANS_PER_READ) {
+            stmt.raw_bind_parameter(1, series_id).map_err(&e)?;
+            for k in 0..SPANS_PER_READ {
+                let (from_ms, to_ms) = group.get(k).copied().unwrap_or((0, 0));
+                stmt.raw_bind_parameter(2 + 2 * k, from_ms).map_err(&e)?;
+                stmt.raw_bind_parameter(3 + 2 * k, to_ms).map_err(&e)?;
+            }
+            let mut rows = stmt.raw_query();
+            while let Some(r) = rows.next().map_err(&e)? {
+                let ts_ms: i64 = r.get(0).map_err(&e)?;
+                let (value, quality) = decode(r, 1, value_type).map_err(&e)?;
+                visit(PointRow {
+                    ts_ms,
+                    value,
+                    quality,
+                });
             }
         }
         Ok(())
@@ -321,6 +463,46 @@ impl HistoryRead for SqliteReader {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(&e)
     }
 
+    fn rollup_stats(
+        &mut self,
+        level: RollupLevel,
+        series_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(&RollupRow),
+    ) -> Result<(), HistorianError> {
+        let e = self.err();
+        let sql = format!(
+            "SELECT bucket_ms, count, bad_count, min, max, sum FROM {} \
+             WHERE series_id = ?1 AND bucket_ms >= ?2 AND bucket_ms < ?3 ORDER BY bucket_ms",
+            level.table()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(&e)?;
+        let mut rows = stmt.query(params![series_id, from_ms, to_ms]).map_err(&e)?;
+        let int = |v: SqlValue<'_>| match v {
+            SqlValue::Integer(i) => i,
+            SqlValue::Real(f) => f as i64,
+            _ => 0,
+        };
+        let real = |v: SqlValue<'_>, empty: f64| match v {
+            SqlValue::Real(f) => f,
+            SqlValue::Integer(i) => i as f64,
+            _ => empty,
+        };
+        while let Some(r) = rows.next().map_err(&e)? {
+            let mut row = RollupRow::empty(int(r.get_ref(0).map_err(&e)?));
+            row.count = int(r.get_ref(1).map_err(&e)?).max(0) as u64;
+            row.bad_count = int(r.get_ref(2).map_err(&e)?).max(0) as u64;
+            if row.count > 0 {
+                row.min = real(r.get_ref(3).map_err(&e)?, f64::INFINITY);
+                row.max = real(r.get_ref(4).map_err(&e)?, f64::NEG_INFINITY);
+                row.sum = real(r.get_ref(5).map_err(&e)?, 0.0);
+            }
+            visit(&row);
+        }
+        Ok(())
+    }
+
     fn snapshot(
         &mut self,
         series: &[i64],
@@ -330,19 +512,21 @@ impl HistoryRead for SqliteReader {
         // wanted series is its latest value at or before T. Series not met
         // within the scan budget (slow tags, far in the past) fall back to
         // one lookup each, so the cost stays bounded either way.
-        let mut slot: HashMap<i64, usize> = HashMap::with_capacity(series.len());
+        let mut scan: Vec<(i64, usize)> = Vec::with_capacity(series.len());
         let mut settled: Vec<(usize, i64)> = Vec::new();
+        let mut kinds: Vec<ValueType> = Vec::with_capacity(series.len());
         for (i, &id) in series.iter().enumerate() {
-            match self.bounds.get(&id) {
+            let known = self.types.get(&id).copied();
+            kinds.push(known.map_or(ValueType::Float, |k| k.value_type));
+            match known.and_then(|k| k.bounds) {
                 // Nothing stored at or before T: absent.
-                Some((Some(first), _)) if *first > at_ms => {}
+                Some((Some(first), _)) if first > at_ms => {}
                 // Unchanged since T: its latest value is the answer.
-                Some((_, Some(last))) if *last <= at_ms => settled.push((i, *last)),
-                _ => {
-                    slot.entry(id).or_insert(i);
-                }
+                Some((_, Some(last))) if last <= at_ms => settled.push((i, last)),
+                _ => scan.push((id, i)),
             }
         }
+        let slot = SlotIndex::new(&scan);
         let mut found: Vec<Option<PointRow>> = vec![None; series.len()];
         for (i, ts) in settled {
             found[i] = self.point_at(series[i], ts)?;
@@ -350,6 +534,10 @@ impl HistoryRead for SqliteReader {
         let mut text_rows: Vec<usize> = Vec::new();
         let mut missing = slot.len();
         let budget = 8 * missing + 10_000;
+        let mut scanned_slot = vec![false; series.len()];
+        for &(_, i) in &scan {
+            scanned_slot[i] = true;
+        }
         {
             let e = self.err();
             let mut stmt = self
@@ -367,7 +555,7 @@ impl HistoryRead for SqliteReader {
                 };
                 scanned += 1;
                 let id: i64 = r.get(0).map_err(&e)?;
-                let Some(&i) = slot.get(&id) else { continue };
+                let Some(i) = slot.get(id) else { continue };
                 if found[i].is_some() {
                     continue;
                 }
@@ -380,7 +568,7 @@ impl HistoryRead for SqliteReader {
                     text_rows.push(i);
                 }
                 let quality: i64 = r.get(3).map_err(&e)?;
-                let value_type = self.types.get(&id).copied().unwrap_or(ValueType::Float);
+                let value_type = kinds[i];
                 found[i] = Some(PointRow {
                     ts_ms: r.get(1).map_err(&e)?,
                     value: value_from_columns(value_type, num, int, None),
@@ -411,7 +599,7 @@ impl HistoryRead for SqliteReader {
         }
         let mut out = Vec::with_capacity(series.len());
         for (i, &id) in series.iter().enumerate() {
-            let scanned = slot.get(&id) == Some(&i);
+            let scanned = scanned_slot[i];
             match found[i].take() {
                 Some(p) => out.push((id, p)),
                 None if scanned && missing > 0 => {

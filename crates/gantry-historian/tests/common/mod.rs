@@ -72,6 +72,7 @@ pub fn all_cases() -> Vec<Case> {
             "case_rollups_match_recomputation",
             case_rollups_match_recomputation,
         ),
+        ("case_batched_reads_agree", case_batched_reads_agree),
     ]
 }
 
@@ -1570,6 +1571,61 @@ pub fn case_rollups_match_recomputation(store: &mut dyn TestStore) {
                         "{what}"
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The batched reads a store may specialise (`points_in_spans`,
+/// `rollup_stats`) give what the plain reads give.
+pub fn case_batched_reads_agree(store: &mut dyn TestStore) {
+    let topic = "case/batched/t";
+    let points: Vec<Point> = (0..3_000)
+        .map(|k| {
+            let q = if k % 97 == 0 { Quality::Bad } else { Quality::Good };
+            ptq(topic, T0 + k * 1_300, (k % 50) as f64 * 0.5, q)
+        })
+        .collect();
+    store.write(&points, &[]);
+    let mut r = store.reader();
+    let reader = r.as_mut();
+    let id = id_of(reader, topic);
+    // Many short spans (as bucket edges are), some empty, one past the data.
+    let spans: Vec<(i64, i64)> = (0..40)
+        .map(|k| (T0 + k * 100_000 - 3_000, T0 + k * 100_000 + 7_000))
+        .chain([(T0 + 9 * H, T0 + 10 * H)])
+        .collect();
+    let mut batched = Vec::new();
+    reader
+        .points_in_spans(id, &spans, &mut |p| batched.push(p))
+        .expect("points_in_spans");
+    let mut one_by_one = Vec::new();
+    for &(from, to) in &spans {
+        reader
+            .points(id, from, to, &mut |p| {
+                one_by_one.push(p);
+                true
+            })
+            .expect("points");
+    }
+    assert!(batched.len() > 100, "{} values", batched.len());
+    assert_eq!(batched, one_by_one);
+    for level in [RollupLevel::TenSeconds, RollupLevel::Minute, RollupLevel::Hour] {
+        let (from, to) = (T0 - H, T0 + 3 * H);
+        let full = reader.rollups(level, id, from, to).expect("rollups");
+        let mut stats = Vec::new();
+        reader
+            .rollup_stats(level, id, from, to, &mut |row| stats.push(*row))
+            .expect("rollup_stats");
+        assert_eq!(full.len(), stats.len(), "{level:?}");
+        for (f, s) in full.iter().zip(&stats) {
+            assert_eq!(
+                (f.bucket_ms, f.count, f.bad_count),
+                (s.bucket_ms, s.count, s.bad_count),
+                "{level:?}"
+            );
+            if f.count > 0 {
+                assert_eq!((f.min, f.max, f.sum), (s.min, s.max, s.sum), "{level:?}");
             }
         }
     }
