@@ -36,11 +36,12 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 const LINGER: (usize, Duration) = (1_000, Duration::from_millis(1));
 const LINGER_AFTER: usize = 16;
 
-/// Converts a routed message into a point: canonical payloads (what the
-/// contracts write) directly, anything else through the lenient parser;
+/// Converts a routed message into a point: payloads in the canonical layout
+/// (what the contracts write) directly, anything else through the lenient
+/// parser;
 /// payloads that are not samples give `None`.
 pub fn point_of(msg: &Message) -> Option<Point> {
-    let sample = match SampleRef::parse_canonical(&msg.payload) {
+    let sample = match SampleRef::parse_compact(&msg.payload) {
         Some(s) => s.to_sample(),
         None => Sample::parse(&msg.payload, msg.received_at_ms as i64).ok()?,
     };

@@ -523,6 +523,11 @@ pub fn validate_topic_name(topic: &str) -> Result<(), PathError> {
 /// The system subtree a topic lies in, if any: the first reserved segment
 /// after 1..=6 hierarchy levels.
 pub fn system_subtree_of(topic: &str) -> Option<SystemSubtree> {
+    // Every reserved segment starts with `_`: one scan turns away the
+    // ordinary topics (this runs for every message routed).
+    if !topic.contains("/_") {
+        return None;
+    }
     topic
         .split('/')
         .skip(1)

@@ -316,10 +316,22 @@ impl<'a> SampleRef<'a> {
     /// contract check takes this path for producers that already publish
     /// canonical JSON, and then forwards the bytes unchanged.
     pub fn parse_canonical(bytes: &'a [u8]) -> Option<SampleRef<'a>> {
+        Self::parse_layout(bytes, true)
+    }
+
+    /// Like [`parse_canonical`](Self::parse_canonical), without checking that
+    /// a float is written in its shortest form: for readers that want the
+    /// value, not the bytes (the historian). Whatever both accept, they read
+    /// identically.
+    pub fn parse_compact(bytes: &'a [u8]) -> Option<SampleRef<'a>> {
+        Self::parse_layout(bytes, false)
+    }
+
+    fn parse_layout(bytes: &'a [u8], shortest_floats: bool) -> Option<SampleRef<'a>> {
         let rest = bytes.strip_prefix(b"{\"timestamp_ms\":")?;
         let (timestamp_ms, rest) = split_int(rest)?;
         let rest = rest.strip_prefix(b",\"value\":")?;
-        let (value, rest) = canonical_scalar(rest)?;
+        let (value, rest) = canonical_scalar(rest, shortest_floats)?;
         let (quality, rest) = match rest.strip_prefix(b",\"quality\":\"") {
             Some(q) => {
                 let end = q.iter().position(|b| *b == b'"')?;
@@ -384,7 +396,7 @@ fn split_int(b: &[u8]) -> Option<(i64, &[u8])> {
 }
 
 /// The canonical value and what follows it.
-fn canonical_scalar(b: &[u8]) -> Option<(ValueRef<'_>, &[u8])> {
+fn canonical_scalar(b: &[u8], shortest_floats: bool) -> Option<(ValueRef<'_>, &[u8])> {
     match *b.first()? {
         b't' => Some((ValueRef::Bool(true), b.strip_prefix(b"true")?)),
         b'f' => Some((ValueRef::Bool(false), b.strip_prefix(b"false")?)),
@@ -409,6 +421,9 @@ fn canonical_scalar(b: &[u8]) -> Option<(ValueRef<'_>, &[u8])> {
             if number.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
                 let text = std::str::from_utf8(number).ok()?;
                 let f: f64 = text.parse().ok()?;
+                if !shortest_floats {
+                    return f.is_finite().then_some((ValueRef::Float(f), rest));
+                }
                 // Canonical only if writing it back gives the same bytes.
                 let n = serde_json::Number::from_f64(f)?;
                 let mut buf = StackText::default();
@@ -570,6 +585,37 @@ mod tests {
 
     fn parse(s: &str) -> Result<Sample, PayloadError> {
         Sample::parse(s.as_bytes(), NOW)
+    }
+
+    #[test]
+    fn compact_parsing_reads_the_same_values_and_accepts_long_floats() {
+        for text in [
+            r#"{"timestamp_ms":1700000000000,"value":42}"#,
+            r#"{"timestamp_ms":1700000000000,"value":0.1}"#,
+            r#"{"timestamp_ms":1700000000000,"value":1500.0}"#,
+            r#"{"timestamp_ms":1700000000000,"value":"running","quality":"bad"}"#,
+            r#"{"timestamp_ms":1700000000000,"value":false,"quality":"uncertain"}"#,
+        ] {
+            assert_eq!(
+                SampleRef::parse_compact(text.as_bytes()),
+                SampleRef::parse_canonical(text.as_bytes()),
+                "{text}"
+            );
+        }
+        let long = br#"{"timestamp_ms":5,"value":1.50}"#;
+        assert!(SampleRef::parse_canonical(long).is_none());
+        let got = SampleRef::parse_compact(long).map(|s| s.to_sample());
+        assert_eq!(got, Some(Sample::new(5, Value::Float(1.5))));
+        for text in [
+            r#"{"timestamp_ms":1700000000000,"value":007}"#,
+            r#"{"timestamp_ms":1700000000000,"value":1e999}"#,
+            r#"{"timestamp_ms":1700000000000,"value":1,"quality":"good"}"#,
+        ] {
+            assert!(
+                SampleRef::parse_compact(text.as_bytes()).is_none(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

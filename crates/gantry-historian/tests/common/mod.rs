@@ -1582,7 +1582,11 @@ pub fn case_batched_reads_agree(store: &mut dyn TestStore) {
     let topic = "case/batched/t";
     let points: Vec<Point> = (0..3_000)
         .map(|k| {
-            let q = if k % 97 == 0 { Quality::Bad } else { Quality::Good };
+            let q = if k % 97 == 0 {
+                Quality::Bad
+            } else {
+                Quality::Good
+            };
             ptq(topic, T0 + k * 1_300, (k % 50) as f64 * 0.5, q)
         })
         .collect();
@@ -1610,7 +1614,11 @@ pub fn case_batched_reads_agree(store: &mut dyn TestStore) {
     }
     assert!(batched.len() > 100, "{} values", batched.len());
     assert_eq!(batched, one_by_one);
-    for level in [RollupLevel::TenSeconds, RollupLevel::Minute, RollupLevel::Hour] {
+    for level in [
+        RollupLevel::TenSeconds,
+        RollupLevel::Minute,
+        RollupLevel::Hour,
+    ] {
         let (from, to) = (T0 - H, T0 + 3 * H);
         let full = reader.rollups(level, id, from, to).expect("rollups");
         let mut stats = Vec::new();
