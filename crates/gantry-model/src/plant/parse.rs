@@ -28,6 +28,7 @@ const ROOT_FIELDS: &[&str] = &[
     "equipment",
     "modbus",
     "opcua",
+    "kpi",
 ];
 const SITE_FIELDS: &[&str] = &["name", "description"];
 const EQUIPMENT_FIELDS: &[&str] = &["path", "class", "description", "tags"];

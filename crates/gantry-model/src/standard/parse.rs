@@ -12,7 +12,8 @@ use crate::plant::ModelErrors;
 use crate::plant::parse::{Checker, join, sorted};
 use crate::suggest::closest;
 
-const ROOT_FIELDS: &[&str] = &["name", "version", "description", "naming", "class"];
+/// `kpi` holds state models, checked by `gantry-kpi`.
+const ROOT_FIELDS: &[&str] = &["name", "version", "description", "naming", "class", "kpi"];
 const NAMING_FIELDS: &[&str] = &["max_segment_length", "level_style", "tag_style", "levels"];
 const LEVEL_FIELDS: &[&str] = &["allowed", "pattern"];
 const CLASS_FIELDS: &[&str] = &["name", "version", "description", "tags"];
