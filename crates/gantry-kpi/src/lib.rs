@@ -19,6 +19,8 @@
 //!   historian.
 //! - [`compute`]: one unit over one period, from recorded values to KPIs,
 //!   with the intervals and readings that explain them.
+//! - [`live`]: the current shift of every unit, fed from the broker and
+//!   published under `<path>/_kpi/`.
 //! - [`report`]: any path (unit, line, site) over a period, rolled up from
 //!   elements, and the `show` / `explain` texts.
 
@@ -29,6 +31,7 @@ pub mod counter;
 pub mod elements;
 pub mod formulas;
 pub mod history;
+pub mod live;
 pub mod period;
 pub mod report;
 pub mod state_model;

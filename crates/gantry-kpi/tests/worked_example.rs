@@ -355,3 +355,98 @@ fn line_roll_up_adds_elements_not_percentages() {
         "a weighted roll-up, not an average"
     );
 }
+
+/// The live engine, fed value by value as the broker would route them,
+/// gives the worked example's figures at the end of the shift, keeps few
+/// counter readings, and starts the next shift from the values in force.
+#[test]
+fn the_live_engine_reproduces_the_example_from_routed_values() {
+    use gantry_kpi::calendar::{BreakDef, Calendar, LocalTime, ShiftDef, Weekdays};
+    use gantry_kpi::config::KpiConfig;
+    use gantry_kpi::live::LiveEngine;
+    use gantry_model::{Sample, Value};
+
+    let t = |h, m| LocalTime::new(h, m).expect("time");
+    let calendar = Calendar::new(
+        "day",
+        "UTC",
+        vec![ShiftDef {
+            name: "day".into(),
+            start: t(6, 0),
+            end: t(14, 0),
+            days: Weekdays::ALL,
+            breaks: vec![BreakDef {
+                start: t(10, 0),
+                end: t(10, 30),
+                reason: "break".into(),
+            }],
+        }],
+        Vec::new(),
+    )
+    .expect("calendar");
+    let config = KpiConfig {
+        units: vec![unit()],
+        calendars: vec![calendar],
+        publish_every_ms: 10_000,
+    };
+    let mut engine = LiveEngine::new(config);
+    let u = unit();
+    assert!(engine.wants(&u.topic("good_count")) && !engine.wants(&u.topic("speed")));
+    let data = example_data();
+    // Everything in time order, as routed.
+    let mut events: Vec<(i64, String, Value)> = Vec::new();
+    for s in &data.states {
+        events.push((s.ts_ms, u.topic("state"), Value::Text(s.state.clone().unwrap_or_default())));
+        events.push((s.ts_ms, u.topic("state_reason"), Value::Text(s.reason.clone().unwrap_or_default())));
+    }
+    for (tag, readings) in &data.counters {
+        for r in readings {
+            events.push((r.ts_ms, u.topic(tag), Value::Int(r.value as i64)));
+        }
+    }
+    for r in &data.energy {
+        events.push((r.ts_ms, u.topic("energy"), Value::Float(r.value)));
+    }
+    events.sort_by_key(|e| e.0);
+    let end = T0 + 480 * MIN;
+    // Values before the shift, then the shift begins, then its values.
+    for (ts, topic, value) in events.iter().filter(|e| e.0 < T0) {
+        engine.observe(topic, &Sample::new(*ts, value.clone()));
+    }
+    engine.tick(T0);
+    for (ts, topic, value) in events.iter().filter(|e| e.0 >= T0 && e.0 < end) {
+        engine.observe(topic, &Sample::new(*ts, value.clone()));
+    }
+    let published = engine.tick(end - 1);
+    // 1,000 counter readings were folded into their baselines and ends.
+    assert!(engine.held_values() < 30, "{} values held", engine.held_values());
+    let value_of = |topic: &str| {
+        published
+            .iter()
+            .find(|p| p.topic == topic)
+            .map(|p| p.sample.value.clone())
+    };
+    assert_eq!(
+        value_of("acme/dallas/packaging/line-1/filler/_kpi/oee"),
+        Some(Value::Float(0.7467))
+    );
+    assert_eq!(
+        value_of("acme/dallas/packaging/line-1/_kpi/oee"),
+        Some(Value::Float(0.7467)),
+        "the line rolls up its one unit"
+    );
+    assert!(value_of("acme/dallas/_kpi/quality").is_some(), "sites too");
+    let report = engine.current("acme/dallas/packaging/line-1/filler").expect("current");
+    assert_eq!((report.elements.good, report.elements.scrap), (672.0, 28.0));
+    assert_eq!(report.elements.failures, 3);
+    assert_eq!(report.elements.energy_kwh, Some(84.0));
+
+    // The next day's shift starts from the values in force.
+    let next = T0 + 24 * 60 * MIN;
+    engine.observe(&u.topic("good_count"), &Sample::new(next + MIN, Value::Int(5_672 + 10)));
+    engine.tick(next + 2 * MIN);
+    let report = engine.current("acme/dallas/packaging/line-1/filler").expect("current");
+    assert_eq!(report.from_ms, next);
+    assert_eq!(report.elements.good, 10.0);
+    assert_eq!(report.units[0].intervals[0].state.as_deref(), Some("running"));
+}
