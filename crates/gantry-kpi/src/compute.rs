@@ -205,7 +205,8 @@ pub fn compute(
 
     let counters = count(unit, data, from, to, &mut elements, &mut notes);
     if let Some(tag) = &unit.energy_tag {
-        let span = counter::span(&data.energy, from, to, None);
+        // An energy meter's drops are restarts (or a replaced meter).
+        let span = counter::span(&data.energy, from, to, counter::DropRules::default());
         elements.energy_kwh = Some(span.increase);
         if let Some(n) = &span.note {
             notes.push(format!("energy meter {tag}: {n}"));
@@ -313,14 +314,19 @@ fn count(
     notes: &mut Vec<String>,
 ) -> Vec<CounterUse> {
     let empty = Vec::new();
-    let read = |tag: &str| {
-        counter::span(
-            data.counters.get(tag).unwrap_or(&empty),
-            from,
-            to,
-            unit.counter_modulus,
-        )
+    // A counter can plausibly count at most twice the ideal rate of the
+    // fastest product: a drop to more than that since the previous reading
+    // is a restart, not a reset.
+    let fastest_ms = unit
+        .ideal_cycle_ms_by_product
+        .values()
+        .copied()
+        .fold(unit.ideal_cycle_ms, f64::min);
+    let rules = counter::DropRules {
+        modulus: unit.counter_modulus,
+        max_rate_per_ms: (fastest_ms > 0.0).then(|| 2.0 / fastest_ms),
     };
+    let read = |tag: &str| counter::span(data.counters.get(tag).unwrap_or(&empty), from, to, rules);
     let product_at = |ts: i64| -> Option<&str> {
         let i = data.products.partition_point(|(t, _)| *t <= ts);
         i.checked_sub(1).map(|i| data.products[i].1.as_str())

@@ -130,7 +130,11 @@ impl LiveEngine {
                 parents.insert(segments[..depth].join("/"));
             }
         }
-        paths.extend(parents.into_iter().filter(|p| !config.units.iter().any(|u| &u.path == p)));
+        paths.extend(
+            parents
+                .into_iter()
+                .filter(|p| !config.units.iter().any(|u| &u.path == p)),
+        );
         let units = config
             .units
             .iter()
@@ -166,7 +170,11 @@ impl LiveEngine {
 
     /// Loads each unit's current shift so far from the historian (after a
     /// start in the middle of a shift).
-    pub fn seed(&mut self, reader: &mut dyn HistoryRead, now_ms: i64) -> Result<(), HistorianError> {
+    pub fn seed(
+        &mut self,
+        reader: &mut dyn HistoryRead,
+        now_ms: i64,
+    ) -> Result<(), HistorianError> {
         for i in 0..self.units.len() {
             let unit = self.config.units[i].clone();
             let Some(shift) = self.shift_of(&unit, now_ms) else {
@@ -174,10 +182,7 @@ impl LiveEngine {
             };
             let data = crate::history::unit_data(reader, &unit, shift.start_ms, now_ms)?;
             let live = &mut self.units[i];
-            live.state = data
-                .states
-                .last()
-                .map(|s| (s.ts_ms, s.state.clone()));
+            live.state = data.states.last().map(|s| (s.ts_ms, s.state.clone()));
             live.reason = data.states.last().and_then(|s| s.reason.clone());
             live.data = data;
             live.shift = Some(shift);
@@ -206,7 +211,9 @@ impl LiveEngine {
                         .then(|| text_of(&sample.value))
                         .filter(|r| !r.is_empty());
                 }
-                let Some((_, state)) = live.state.clone() else { return };
+                let Some((_, state)) = live.state.clone() else {
+                    return;
+                };
                 let s = StateSample {
                     ts_ms: ts,
                     state,
@@ -269,7 +276,10 @@ impl LiveEngine {
     pub fn tick(&mut self, now_ms: i64) -> Vec<Publication> {
         for i in 0..self.units.len() {
             let unit = &self.config.units[i];
-            let shift = self.config.calendar(&unit.calendar).and_then(|c| c.shift_at(now_ms));
+            let shift = self
+                .config
+                .calendar(&unit.calendar)
+                .and_then(|c| c.shift_at(now_ms));
             let live = &mut self.units[i];
             let changed = match (&live.shift, &shift) {
                 (Some(a), Some(b)) => a.start_ms != b.start_ms,
@@ -300,9 +310,13 @@ impl LiveEngine {
         }
         let mut out = Vec::new();
         for path in &self.paths {
-            let Some(report) = self.current(path) else { continue };
+            let Some(report) = self.current(path) else {
+                continue;
+            };
             for v in &report.kpis {
-                let Some(value) = v.value.filter(|x| x.is_finite()) else { continue };
+                let Some(value) = v.value.filter(|x| x.is_finite()) else {
+                    continue;
+                };
                 out.push(Publication {
                     topic: format!("{path}/_kpi/{}", v.kpi.name()),
                     sample: Sample::new(now_ms, Value::Float(round(value, v.kpi))),
@@ -359,7 +373,10 @@ fn round(v: f64, kpi: Kpi) -> f64 {
 /// The timestamp of the newest value held.
 fn newest_ts(data: &UnitData) -> Option<i64> {
     let states = data.states.last().map(|s| s.ts_ms);
-    let counters = data.counters.values().filter_map(|v| v.last().map(|r| r.ts_ms));
+    let counters = data
+        .counters
+        .values()
+        .filter_map(|v| v.last().map(|r| r.ts_ms));
     let energy = data.energy.last().map(|r| r.ts_ms);
     states.into_iter().chain(counters).chain(energy).max()
 }

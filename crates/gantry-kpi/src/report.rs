@@ -361,27 +361,36 @@ pub fn explain_text(r: &Report, kpi: Kpi, calendar: Option<&Calendar>) -> String
                 if s.drops.is_empty() {
                     String::new()
                 } else {
-                    format!(" across {} reset(s)/rollover(s)", s.drops.len())
+                    format!(
+                        " across {} drop(s) (reset, rollover or restart)",
+                        s.drops.len()
+                    )
                 }
             ));
             for d in &s.drops {
-                let (kind, ts, before, after) = match d {
-                    crate::counter::Drop::Reset {
+                use crate::counter::Drop;
+                let (kind, ts, before, after) = match *d {
+                    Drop::Reset {
                         ts_ms,
                         before,
                         after,
                     } => ("reset", ts_ms, before, after),
-                    crate::counter::Drop::Rollover {
+                    Drop::Rollover {
                         ts_ms,
                         before,
                         after,
                     } => ("rollover", ts_ms, before, after),
+                    Drop::Restart {
+                        ts_ms,
+                        before,
+                        after,
+                    } => ("restart (nothing added)", ts_ms, before, after),
                 };
                 o.push_str(&format!(
                     "    {kind} at {}: {} → {}\n",
-                    when(*ts),
-                    trim_float(*before),
-                    trim_float(*after)
+                    when(ts),
+                    trim_float(before),
+                    trim_float(after)
                 ));
             }
         }

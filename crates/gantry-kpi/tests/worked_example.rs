@@ -396,8 +396,16 @@ fn the_live_engine_reproduces_the_example_from_routed_values() {
     // Everything in time order, as routed.
     let mut events: Vec<(i64, String, Value)> = Vec::new();
     for s in &data.states {
-        events.push((s.ts_ms, u.topic("state"), Value::Text(s.state.clone().unwrap_or_default())));
-        events.push((s.ts_ms, u.topic("state_reason"), Value::Text(s.reason.clone().unwrap_or_default())));
+        events.push((
+            s.ts_ms,
+            u.topic("state"),
+            Value::Text(s.state.clone().unwrap_or_default()),
+        ));
+        events.push((
+            s.ts_ms,
+            u.topic("state_reason"),
+            Value::Text(s.reason.clone().unwrap_or_default()),
+        ));
     }
     for (tag, readings) in &data.counters {
         for r in readings {
@@ -419,7 +427,11 @@ fn the_live_engine_reproduces_the_example_from_routed_values() {
     }
     let published = engine.tick(end - 1);
     // 1,000 counter readings were folded into their baselines and ends.
-    assert!(engine.held_values() < 30, "{} values held", engine.held_values());
+    assert!(
+        engine.held_values() < 30,
+        "{} values held",
+        engine.held_values()
+    );
     let value_of = |topic: &str| {
         published
             .iter()
@@ -436,17 +448,53 @@ fn the_live_engine_reproduces_the_example_from_routed_values() {
         "the line rolls up its one unit"
     );
     assert!(value_of("acme/dallas/_kpi/quality").is_some(), "sites too");
-    let report = engine.current("acme/dallas/packaging/line-1/filler").expect("current");
+    let report = engine
+        .current("acme/dallas/packaging/line-1/filler")
+        .expect("current");
     assert_eq!((report.elements.good, report.elements.scrap), (672.0, 28.0));
     assert_eq!(report.elements.failures, 3);
     assert_eq!(report.elements.energy_kwh, Some(84.0));
 
     // The next day's shift starts from the values in force.
     let next = T0 + 24 * 60 * MIN;
-    engine.observe(&u.topic("good_count"), &Sample::new(next + MIN, Value::Int(5_672 + 10)));
+    engine.observe(
+        &u.topic("good_count"),
+        &Sample::new(next + MIN, Value::Int(5_672 + 10)),
+    );
     engine.tick(next + 2 * MIN);
-    let report = engine.current("acme/dallas/packaging/line-1/filler").expect("current");
+    let report = engine
+        .current("acme/dallas/packaging/line-1/filler")
+        .expect("current");
     assert_eq!(report.from_ms, next);
     assert_eq!(report.elements.good, 10.0);
-    assert_eq!(report.units[0].intervals[0].state.as_deref(), Some("running"));
+    assert_eq!(
+        report.units[0].intervals[0].state.as_deref(),
+        Some("running")
+    );
+}
+
+#[test]
+fn a_restarted_energy_meter_adds_nothing_at_its_restart() {
+    let mut data = example_data();
+    // The meter is replaced at 10:00 and comes back at 500 kWh.
+    data.energy = vec![
+        Reading {
+            ts_ms: T0 - MIN,
+            value: 1_000.0,
+        },
+        Reading {
+            ts_ms: T0 + 239 * MIN,
+            value: 1_042.0,
+        },
+        Reading {
+            ts_ms: T0 + 240 * MIN,
+            value: 500.0,
+        },
+        Reading {
+            ts_ms: T0 + 479 * MIN,
+            value: 542.0,
+        },
+    ];
+    let r = compute(&unit(), &data, &[shift()], &period());
+    assert_eq!(r.elements.energy_kwh, Some(84.0));
 }

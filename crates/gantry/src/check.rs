@@ -81,6 +81,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             Ok(model) => {
                 let mut errors = gantry_connectors::modbus::check_file(path, model, args.probe);
                 errors.extend(gantry_opcua::check_file(path, model));
+                // `[kpi]`: calendars, work units, state models (the
+                // standard's too).
+                if let Err(kpi) = gantry_kpi::config::load(path, model, args.standard.as_deref()) {
+                    errors.extend(kpi);
+                }
                 // A tag has one source, whichever protocol feeds it.
                 if let (Ok(modbus), Ok(opcua)) = (
                     gantry_connectors::modbus::load_devices(path, model),

@@ -140,7 +140,9 @@ impl ReadAccess for UserAccess {
     }
 }
 
-fn open(location: &HistoryLocation) -> anyhow::Result<(Box<dyn HistoryRead>, Box<dyn ReadAccess>)> {
+pub(crate) fn open(
+    location: &HistoryLocation,
+) -> anyhow::Result<(Box<dyn HistoryRead>, Box<dyn ReadAccess>)> {
     let (data_dir, historian) = match (&location.config, &location.data_dir) {
         (_, Some(dir)) => (dir.clone(), HistorianConfig::default()),
         (Some(config), None) => {

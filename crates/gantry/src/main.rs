@@ -9,6 +9,8 @@ mod config;
 mod contracts;
 mod history;
 mod history_cmd;
+mod kpi_cmd;
+mod kpi_live;
 mod opcua_cmd;
 mod sources;
 mod tls_config;
@@ -97,6 +99,14 @@ enum Command {
         #[command(subcommand)]
         cmd: history_cmd::HistoryCommand,
     },
+    /// Harmonized KPIs (ISO 22400): show OEE and its factors for a unit,
+    /// line or site over a period, and explain how each was obtained.
+    Kpi {
+        #[command(flatten)]
+        location: kpi_cmd::KpiLocation,
+        #[command(subcommand)]
+        cmd: kpi_cmd::KpiCommand,
+    },
     /// OPC UA client certificates: trust server certificates, list them.
     Opcua {
         #[command(subcommand)]
@@ -115,6 +125,7 @@ fn main() -> ExitCode {
         Command::Audit { cmd } => return exit_code(audit_cmd::run_command(&cmd)),
         Command::Opcua { cmd } => return exit_code(opcua_cmd::run(&cmd)),
         Command::History { location, cmd } => return exit_code(history_cmd::run(&location, &cmd)),
+        Command::Kpi { location, cmd } => return exit_code(kpi_cmd::run(&location, &cmd)),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(&config))),
         Command::Demo {
             data_dir,
@@ -206,6 +217,15 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("invalid OPC UA configuration:\n{e}"))?,
         _ => Vec::new(),
     };
+    // `[kpi]` work units and calendars; a bad definition aborts the start.
+    let kpi_config = match (&config.model, &model) {
+        (Some(path), Some(m)) => gantry_kpi::config::load(path, m, config.standard.as_deref())
+            .map_err(|e| {
+                let lines: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+                anyhow::anyhow!("invalid KPI definitions:\n{}", lines.join("\n"))
+            })?,
+        _ => None,
+    };
     let conflicts = sources::conflicting_feeds(&modbus_devices, &opcua_servers);
     if !conflicts.is_empty() {
         let lines: Vec<String> = conflicts.iter().map(|e| e.to_string()).collect();
@@ -276,6 +296,10 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     if let Some(h) = &historian {
         observers.push(h.recorder());
     }
+    let live_kpis = kpi_config.map(kpi_live::prepare).map(|(feed, live)| {
+        observers.push(feed);
+        live
+    });
     let hooks = Hooks {
         authenticator: security.clone(),
         authorizer: security.clone(),
@@ -293,6 +317,9 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     }
     if let Some(h) = &historian {
         history::spawn_status(&broker, h, sys_interval);
+    }
+    if let Some(live) = live_kpis {
+        kpi_live::spawn(live, &broker, historian.clone());
     }
     if let Some(sim) = config.simulator.as_ref().filter(|s| s.enabled) {
         let machines = match &model {
@@ -433,14 +460,29 @@ async fn demo(
         &data_dir,
         Some(&contracts.inspector),
     )?;
+    let kpi_config = gantry_kpi::config::parse(
+        gantry_model::DEMO_PLANT_TOML,
+        "demo-plant.toml",
+        &model,
+        &[],
+    )
+    .map_err(|e| {
+        let lines: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("the demo plant's KPI definitions:\n{}", lines.join("\n"))
+    })?;
+    let mut observers: Vec<Arc<dyn gantry_broker::hooks::PublishObserver>> = historian
+        .iter()
+        .map(|h| h.recorder() as Arc<dyn gantry_broker::hooks::PublishObserver>)
+        .collect();
+    let live_kpis = kpi_config.map(kpi_live::prepare).map(|(feed, live)| {
+        observers.push(feed);
+        live
+    });
     let hooks = Hooks {
         authenticator: security.clone(),
         authorizer: security.clone(),
         inspectors: vec![contracts.as_inspector(), write_gate],
-        observers: historian
-            .iter()
-            .map(|h| h.recorder() as Arc<dyn gantry_broker::hooks::PublishObserver>)
-            .collect(),
+        observers,
     };
     tracing::warn!(
         "DEMO MODE: anonymous clients are allowed, from 127.0.0.1 only. Use `gantry run --config FILE` in production."
@@ -451,6 +493,9 @@ async fn demo(
     contracts.start(&broker, sys_interval);
     if let Some(h) = &historian {
         history::spawn_status(&broker, h, sys_interval);
+    }
+    if let Some(live) = live_kpis {
+        kpi_live::spawn(live, &broker, historian.clone());
     }
     // The machines are simulated PLCs on Modbus TCP, polled by the Modbus
     // connector with the `[[modbus]]` devices of the demo plant file.
@@ -471,13 +516,17 @@ async fn demo(
          mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'acme/#' -v          # watch the plant\n  \
          mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t '$SYS/#' -v          # broker statistics\n  \
          mosquitto_pub -h 127.0.0.1 -p {mqtt_port} -t acme/dallas/note -m hi -r   # write retained state\n  \
-         mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'acme/_dlq/#' -v     # messages that broke a data contract\n\
+         mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'acme/_dlq/#' -v     # messages that broke a data contract\n  \
+         mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'acme/+/+/+/_kpi/#' -v   # live OEE of each line\n  \
+         gantry kpi show acme/dallas/packaging/line-1 --data-dir {data}      # OEE and its inputs\n  \
+         gantry kpi explain acme/dallas/packaging/line-1/filler --data-dir {data}   # every minute of the shift\n\
          Press Ctrl-C to stop.\n",
         model.enterprise(),
         model.equipment().len(),
         model.tag_count(),
         data_dir.display(),
-        plc_ports.join(", ")
+        plc_ports.join(", "),
+        data = data_dir.display(),
     );
     let result = wait_for_shutdown(&broker, Some(&contracts)).await;
     history::stop(historian).await;
