@@ -274,6 +274,15 @@ def test_live_kpis_are_published_retained_and_recorded(kpi_broker):
     line = f(version=V5)
     line.subscribe(f"{LINE}/_kpi/quality", 1)
     assert "value" in json.loads(line.expect(10).payload)
+    # No client may publish into a _kpi subtree: one author, one value.
+    fake = 0.123456
+    c.publish(f"{CAPPER}/_kpi/oee", sample(now, fake), 1)
+    fence = f(version=V5)
+    fence.subscribe(f"{CAPPER}/state_reason", 1)
+    fence.expect(10)  # the retained reason
+    c.publish(f"{CAPPER}/state_reason", sample(now + 1, "fence"), 1)
+    assert json.loads(fence.expect(10).payload)["value"] == "fence"
+    assert all(json.loads(m.payload)["value"] != fake for m in late.collect(1.0))
     # And the historian records KPI results like any tag.
 
     def recorded() -> bool:

@@ -158,3 +158,48 @@ pub fn merge_state_and_reason(states: &[PointRow], reasons: &[PointRow]) -> Vec<
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ts_ms: i64, value: &str, quality: Quality) -> PointRow {
+        PointRow {
+            ts_ms,
+            value: Value::Text(value.into()),
+            quality,
+        }
+    }
+
+    #[test]
+    fn state_and_reason_merge_into_one_sample_per_change() {
+        let g = Quality::Good;
+        let states = [
+            row(10, "running", g),
+            row(20, "faulted", g),
+            row(40, "faulted", g),
+            row(50, "running", Quality::Bad),
+        ];
+        let reasons = [
+            row(5, "stale", g),
+            row(20, "jam", g),
+            row(30, "low air", g),
+            row(45, "", g),
+        ];
+        let merged = merge_state_and_reason(&states, &reasons);
+        let got: Vec<(i64, Option<&str>, Option<&str>)> = merged
+            .iter()
+            .map(|s| (s.ts_ms, s.state.as_deref(), s.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (10, Some("running"), Some("stale")),
+                (20, Some("faulted"), Some("jam")),
+                (30, Some("faulted"), Some("low air")),
+                (45, Some("faulted"), None),
+                (50, None, None),
+            ]
+        );
+    }
+}

@@ -498,3 +498,46 @@ fn a_restarted_energy_meter_adds_nothing_at_its_restart() {
     let r = compute(&unit(), &data, &[shift()], &period());
     assert_eq!(r.elements.energy_kwh, Some(84.0));
 }
+
+/// A night shift crosses midnight, and on the night clocks go back in
+/// America/Chicago it lasts 9 hours: the planned operation time follows.
+#[test]
+fn night_shifts_cross_midnight_and_follow_the_clock_change() {
+    use gantry_kpi::calendar::{Calendar, LocalTime, ShiftDef, Weekdays};
+    let t = |h, m| LocalTime::new(h, m).expect("time");
+    let calendar = Calendar::new(
+        "nights",
+        "America/Chicago",
+        vec![ShiftDef {
+            name: "night".into(),
+            start: t(22, 0),
+            end: t(6, 0),
+            days: Weekdays::ALL,
+            breaks: Vec::new(),
+        }],
+        Vec::new(),
+    )
+    .expect("calendar");
+    let spec = |date: &str| gantry_kpi::period::PeriodSpec::Shift {
+        date: date.into(),
+        name: "night".into(),
+    };
+    for (date, hours) in [("2026-10-30", 8), ("2026-10-31", 9), ("2026-03-07", 7)] {
+        let (period, shifts) = spec(date)
+            .resolve(&calendar, i64::MAX / 2)
+            .expect("resolves");
+        // Running the whole night.
+        let data = UnitData {
+            states: vec![StateSample {
+                ts_ms: period.from_ms - MIN,
+                state: Some("running".into()),
+                reason: None,
+            }],
+            ..UnitData::default()
+        };
+        let r = compute(&unit(), &data, &shifts, &period);
+        assert_eq!(r.elements.pot_ms, hours * 60 * MIN, "{date}");
+        assert_eq!(r.elements.apt_ms, hours * 60 * MIN, "{date}");
+        assert_eq!(r.intervals.len(), 1, "{date}: one interval across midnight");
+    }
+}

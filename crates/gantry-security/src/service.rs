@@ -588,6 +588,13 @@ impl Authenticator for Security {
 
 impl Authorizer for Security {
     fn can_publish(&self, client: &ClientInfo, topic: &str) -> bool {
+        // KPI results have one author, Gantry's KPI engine (an in-process
+        // publisher that is not authorized here): no client may publish into
+        // a `_kpi` subtree, whatever its permissions, so every reader sees
+        // the one computed value.
+        if system_subtree_of(topic) == Some(SystemSubtree::Kpi) {
+            return false;
+        }
         // A write to a machine needs `command` on the tag it addresses.
         match command_target(topic) {
             Some(tag) => self.authorize(client, Action::Command, &tag),
