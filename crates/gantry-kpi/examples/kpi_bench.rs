@@ -72,7 +72,12 @@ impl Rng {
 }
 
 fn unit_path(u: usize) -> String {
-    format!("acme/bench/area-{}/line-{}/m{}", u / 100, (u / 10) % 10, u % 10)
+    format!(
+        "acme/bench/area-{}/line-{}/m{}",
+        u / 100,
+        (u / 10) % 10,
+        u % 10
+    )
 }
 
 /// One unit's state changes (1-second timestamps) over `[from, to)`.
@@ -236,8 +241,12 @@ fn load(units: usize, to: i64, path: &std::path::Path, pg: &mut Client) -> Resul
         }
         w.finish()?;
     }
-    let w = tx.copy_in("COPY bench_kpi.points (series_id, ts_ms, num, txt, quality) FROM STDIN BINARY")?;
-    let mut w = BinaryCopyInWriter::new(w, &[Type::INT8, Type::INT8, Type::FLOAT8, Type::TEXT, Type::INT2]);
+    let w = tx
+        .copy_in("COPY bench_kpi.points (series_id, ts_ms, num, txt, quality) FROM STDIN BINARY")?;
+    let mut w = BinaryCopyInWriter::new(
+        w,
+        &[Type::INT8, Type::INT8, Type::FLOAT8, Type::TEXT, Type::INT2],
+    );
     let mut n = 0u64;
     let mut batch = Vec::with_capacity(60_000);
     // Day by day, every unit's values of that day: the order values reach
@@ -364,7 +373,8 @@ fn run() -> Result<(), Error> {
     let runs = num("--runs", 3).max(1);
     let dir = std::path::PathBuf::from(arg("--dir", "/tmp/gantry-kpi-bench"));
     std::fs::create_dir_all(&dir)?;
-    let url = std::env::var("GANTRY_BENCH_PG").map_err(|_| "set GANTRY_BENCH_PG to a PostgreSQL connection string")?;
+    let url = std::env::var("GANTRY_BENCH_PG")
+        .map_err(|_| "set GANTRY_BENCH_PG to a PostgreSQL connection string")?;
     let to = FROM + days * 86_400_000;
     let path = dir.join("history.sqlite");
     let mut pg = Client::connect(&url, NoTls)?;
@@ -373,11 +383,17 @@ fn run() -> Result<(), Error> {
     } else {
         let t = Instant::now();
         let n = load(units, to, &path, &mut pg)?;
-        eprintln!("loaded {n} values into both stores in {:.1} s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "loaded {n} values into both stores in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
         n
     };
     let config = config(units)?;
-    let spec = PeriodSpec::Range { from_ms: FROM, to_ms: to };
+    let spec = PeriodSpec::Range {
+        from_ms: FROM,
+        to_ms: to,
+    };
     let stmt = pg.prepare(SQL)?;
 
     // Same answer first.
@@ -385,18 +401,42 @@ fn run() -> Result<(), Error> {
     let ours = gantry_kpi::report::report(&config, &mut reader, "acme/bench", &spec, to)?;
     let theirs = pg.query(&stmt, &[&FROM, &to, &PRI_MS])?;
     if theirs.len() != ours.units.len() {
-        return Err(format!("{} units by SQL, {} by Gantry", theirs.len(), ours.units.len()).into());
+        return Err(format!(
+            "{} units by SQL, {} by Gantry",
+            theirs.len(),
+            ours.units.len()
+        )
+        .into());
     }
     let mut by_path: Vec<&gantry_kpi::UnitResult> = ours.units.iter().collect();
     by_path.sort_by(|a, b| a.path.cmp(&b.path));
     for (u, row) in by_path.iter().zip(&theirs) {
         let unit: String = row.get(0);
         let e = &u.elements;
-        let sql: [i64; 6] = [row.get(1), row.get(2), row.get(3), row.get(4), row.get(5), row.get(6)];
-        let ours_t = [e.apt_ms, e.aust_ms, e.adet_ms, e.adot_ms, e.pdot_ms, e.pbt_ms()];
+        let sql: [i64; 6] = [
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+            row.get(6),
+        ];
+        let ours_t = [
+            e.apt_ms,
+            e.aust_ms,
+            e.adet_ms,
+            e.adot_ms,
+            e.pdot_ms,
+            e.pbt_ms(),
+        ];
         let (gq, sq): (f64, f64) = (row.get(7), row.get(8));
         let fe: i64 = row.get(9);
-        if unit != u.path || sql != ours_t || gq != e.good || sq != e.scrap || fe as u64 != e.failures {
+        if unit != u.path
+            || sql != ours_t
+            || gq != e.good
+            || sq != e.scrap
+            || fe as u64 != e.failures
+        {
             return Err(format!(
                 "{unit} differs: SQL {sql:?} GQ {gq} SQ {sq} FE {fe}; Gantry {} {ours_t:?} GQ {} SQ {} FE {}",
                 u.path, e.good, e.scrap, e.failures
@@ -421,7 +461,9 @@ fn run() -> Result<(), Error> {
     println!(
         "{{\"measure\":\"kpi recomputation\",\"units\":{units},\"days\":{days},\"state_changes\":{states},\"values_loaded\":{rows},\"gantry_ms\":{g:.1},\"postgresql_sql_ms\":{p:.1},\"speedup\":{:.1},\"site_oee\":{:.4}}}",
         p / g,
-        ours.kpi(gantry_kpi::Kpi::Oee).and_then(|v| v.value).unwrap_or(f64::NAN)
+        ours.kpi(gantry_kpi::Kpi::Oee)
+            .and_then(|v| v.value)
+            .unwrap_or(f64::NAN)
     );
     if !flag("--keep") {
         pg.batch_execute("DROP SCHEMA bench_kpi CASCADE")?;

@@ -38,6 +38,52 @@ fn series(
     Ok(out)
 }
 
+/// A counter's readings: the last at or before `from_ms`, then every one in
+/// `[from_ms, to_ms)`, streamed straight into readings (counters are the
+/// bulk of a period's values).
+fn counter_readings(
+    reader: &mut dyn HistoryRead,
+    topic: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<Reading>, HistorianError> {
+    let Some(info) = reader
+        .series_matching(topic)?
+        .into_iter()
+        .find(|s| s.topic == topic)
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    if let Some(p) = reader.last_at_or_before(info.id, from_ms)? {
+        out.extend(reading(&p));
+    }
+    reader.points(info.id, from_ms, to_ms, &mut |p| {
+        if let Some(r) = reading(&p)
+            && out.last().is_none_or(|l: &Reading| l.ts_ms < r.ts_ms)
+        {
+            out.push(r);
+        }
+        true
+    })?;
+    Ok(out)
+}
+
+fn reading(p: &PointRow) -> Option<Reading> {
+    if p.quality == Quality::Bad {
+        return None;
+    }
+    let value = match &p.value {
+        Value::Int(i) => *i as f64,
+        Value::Float(f) if f.is_finite() => *f,
+        _ => return None,
+    };
+    Some(Reading {
+        ts_ms: p.ts_ms,
+        value,
+    })
+}
+
 fn text_of(v: &Value) -> String {
     match v {
         Value::Text(t) => t.clone(),
@@ -45,23 +91,6 @@ fn text_of(v: &Value) -> String {
         Value::Float(f) => f.to_string(),
         Value::Bool(b) => b.to_string(),
     }
-}
-
-fn readings(rows: &[PointRow]) -> Vec<Reading> {
-    rows.iter()
-        .filter(|p| p.quality != Quality::Bad)
-        .filter_map(|p| {
-            let value = match &p.value {
-                Value::Int(i) => *i as f64,
-                Value::Float(f) if f.is_finite() => *f,
-                _ => return None,
-            };
-            Some(Reading {
-                ts_ms: p.ts_ms,
-                value,
-            })
-        })
-        .collect()
 }
 
 /// Everything `compute` needs for `unit` over `[from_ms, to_ms)`.
@@ -93,11 +122,11 @@ fn unit_data_in(
         ..UnitData::default()
     };
     for tag in unit.counting.tags() {
-        let rows = series(reader, &unit.topic(tag), from_ms, to_ms)?;
-        data.counters.insert(tag.to_string(), readings(&rows));
+        let readings = counter_readings(reader, &unit.topic(tag), from_ms, to_ms)?;
+        data.counters.insert(tag.to_string(), readings);
     }
     if let Some(tag) = &unit.energy_tag {
-        data.energy = readings(&series(reader, &unit.topic(tag), from_ms, to_ms)?);
+        data.energy = counter_readings(reader, &unit.topic(tag), from_ms, to_ms)?;
     }
     if let Some(tag) = &unit.product_tag {
         data.products = series(reader, &unit.topic(tag), from_ms, to_ms)?

@@ -248,10 +248,10 @@ fn an_invalid_standard_is_reported_in_the_standard_file() {
         [
             "examples/demo-plant.toml:1:1: name: missing required field (hint: e.g. name = \"acme-packaging\")",
             "examples/demo-plant.toml:1:1: version: missing required field (hint: e.g. version = \"1.0.0\")",
-            "examples/demo-plant.toml:8:1: enterprise: unknown field (hint: expected one of: name, version, description, naming, class)",
-            "examples/demo-plant.toml:11:3: site: unknown field (hint: expected one of: name, version, description, naming, class)",
-            "examples/demo-plant.toml:15:3: equipment: unknown field (hint: expected one of: name, version, description, naming, class)",
-            "examples/demo-plant.toml:279:3: modbus: unknown field (hint: expected one of: name, version, description, naming, class)",
+            "examples/demo-plant.toml:8:1: enterprise: unknown field (hint: expected one of: name, version, description, naming, class, kpi)",
+            "examples/demo-plant.toml:11:3: site: unknown field (hint: expected one of: name, version, description, naming, class, kpi)",
+            "examples/demo-plant.toml:15:3: equipment: unknown field (hint: expected one of: name, version, description, naming, class, kpi)",
+            "examples/demo-plant.toml:279:3: modbus: unknown field (hint: expected one of: name, version, description, naming, class, kpi)",
             "examples/demo-plant.toml: 6 error(s) in the standard",
         ]
     );

@@ -100,16 +100,25 @@ fn demo_plant_is_visible_to_mosquitto_sub_and_changes() {
     let mut snapshot = String::new();
     for _ in 0..50 {
         snapshot = mosquitto_sub(mqtt, &["-t", "acme/#", "-v", "-W", "2", "--retained-only"]);
-        if snapshot.lines().filter(|l| !l.contains("/_sys/")).count() >= 42 {
+        let data = snapshot
+            .lines()
+            .filter(|l| !l.contains("/_sys/") && !l.contains("/_kpi/"));
+        if data.count() >= 42 && snapshot.contains("line-1/_kpi/oee ") {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Data tags, besides the connectors' health records under `_sys`.
+    // Data tags, besides the connectors' health records under `_sys` and
+    // the live KPIs under `_kpi` (one per KPI for machines, lines, the area
+    // and the site).
+    assert!(
+        snapshot.contains("acme/dallas/packaging/line-1/_kpi/oee {\"timestamp_ms\":"),
+        "the demo publishes its KPIs:\n{snapshot}"
+    );
     let topics: std::collections::BTreeSet<&str> = snapshot
         .lines()
         .filter_map(|l| l.split_once(' ').map(|(t, _)| t))
-        .filter(|t| !t.contains("/_sys/"))
+        .filter(|t| !t.contains("/_sys/") && !t.contains("/_kpi/"))
         .collect();
     assert_eq!(topics.len(), 42, "every demo tag is retained:\n{snapshot}");
     for machine in ["line-1/filler", "line-1/capper", "line-2/labeler"] {
