@@ -169,30 +169,7 @@ pub(crate) fn serialize_quality<S: serde::Serializer>(
     s.serialize_str(q.as_str())
 }
 
-/// Hashes series ids (small, store-assigned integers, never attacker-chosen
-/// keys) with one multiplication instead of SipHash: maps keyed by them sit in
-/// the inner loops of snapshots and writes.
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn write_i64(&mut self, n: i64) {
-        // Fibonacci hashing spreads every bit of the id into the high bits;
-        // folding them down mixes the low bits (the bucket index) too.
-        let h = (n as u64 ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = h ^ (h >> 32);
-    }
-}
-
-/// A map keyed by series id.
-pub type IdMap<V> = std::collections::HashMap<i64, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// A map keyed by series id: store-assigned integers, never attacker-chosen,
+/// hashed with the model's fast topic hasher (maps keyed by them sit in the
+/// inner loops of snapshots).
+pub type IdMap<V> = std::collections::HashMap<i64, V, gantry_model::plant::BuildTopicHasher>;

@@ -46,6 +46,14 @@ impl std::hash::Hasher for TopicHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+    // Integer keys (the historian's series ids) take one mix, not the byte
+    // loop.
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.mix(n as u64);
+    }
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for chunk in &mut chunks {

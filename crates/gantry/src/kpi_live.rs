@@ -16,12 +16,14 @@ use gantry_codec::QoS;
 use gantry_historian::Historian;
 use gantry_kpi::config::KpiConfig;
 use gantry_kpi::live::LiveEngine;
+use gantry_model::plant::BuildTopicHasher;
 use gantry_model::{Sample, SampleRef};
 use tokio::sync::mpsc;
 
 /// The broker hook: forwards values of input topics to the engine.
 pub struct KpiFeed {
-    inputs: HashSet<String>,
+    /// Checked for every routed message: the model's fast topic hash.
+    inputs: HashSet<String, BuildTopicHasher>,
     tx: mpsc::UnboundedSender<(Arc<str>, Sample)>,
 }
 
@@ -53,7 +55,8 @@ pub struct LiveKpis {
 pub fn prepare(config: KpiConfig) -> (Arc<KpiFeed>, LiveKpis) {
     let every = Duration::from_millis(config.publish_every_ms.max(1_000) as u64);
     let engine = LiveEngine::new(config);
-    let inputs: HashSet<String> = engine.input_topics().map(str::to_string).collect();
+    let inputs: HashSet<String, BuildTopicHasher> =
+        engine.input_topics().map(str::to_string).collect();
     let (tx, rx) = mpsc::unbounded_channel();
     (
         Arc::new(KpiFeed { inputs, tx }),
