@@ -29,6 +29,12 @@ pub struct PostgresConfig {
     /// Database schema (namespace) for Gantry's tables.
     #[serde(default = "default_pg_schema")]
     pub schema: String,
+    /// A PEM file with the CA that signed the server's certificate: the
+    /// certificate and host name are then verified. Without it, connections
+    /// are encrypted whenever the server offers TLS (`sslmode=prefer`, the
+    /// default, or `require`) but the server is not authenticated.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_pg_schema() -> String {
@@ -306,7 +312,8 @@ mod tests {
             c.resolved_backend(),
             Ok(Backend::Postgres(PostgresConfig {
                 url: "host=127.0.0.1".into(),
-                schema: "gantry".into()
+                schema: "gantry".into(),
+                ca_file: None,
             }))
         );
         let c: HistorianConfig = toml::from_str("backend = \"postgres\"").expect("parses");

@@ -82,6 +82,7 @@ impl Db {
         PostgresConfig {
             url: self.url.clone(),
             schema: self.schema.clone(),
+            ca_file: None,
         }
     }
 
@@ -466,6 +467,7 @@ fn values_spooled_while_unreachable_are_shipped_once_reachable() {
             "host=127.0.0.1 port={closed_port} user=nobody password=secret-pw dbname=nothing connect_timeout=2"
         ),
         schema: db.schema.clone(),
+        ca_file: None,
     };
     let (mut sink, shipper) =
         start_shipping(&unreachable, &spool, &config).expect("start against a closed port");
@@ -787,6 +789,7 @@ fn errors_name_the_server_and_never_the_password() {
     let wrong = PostgresConfig {
         url: format!("{url} password=definitely-wrong-pw"),
         schema: db.schema.clone(),
+        ca_file: None,
     };
     let err = PostgresReader::connect(&wrong)
         .err()
@@ -801,6 +804,7 @@ fn errors_name_the_server_and_never_the_password() {
     let bad = PostgresConfig {
         url: url.clone(),
         schema: "x\"; DROP TABLE y; --".into(),
+        ca_file: None,
     };
     assert!(
         PostgresReader::connect(&bad)
@@ -1157,4 +1161,87 @@ fn throughput() {
     );
     assert_eq!(db.count("points"), n);
     shipper.stop();
+}
+
+/// The connection is encrypted whenever the server offers TLS (the test
+/// server does: Debian enables it with its snakeoil certificate), so
+/// `sslmode=require` works; a `ca_file` the server's certificate does not
+/// chain to (or name the host in) is refused, and a missing one is named.
+#[test]
+fn connections_use_tls_and_verify_with_a_ca_file() {
+    let Some(url) = server_url("connections_use_tls_and_verify_with_a_ca_file") else {
+        return;
+    };
+    let _server = shared();
+    let db = Db::new(&url);
+    let mut plain = db.client();
+    // Does this server speak TLS at all?
+    let offers_tls: bool = plain
+        .query_one("SHOW ssl", &[])
+        .map(|r| r.get::<_, String>(0) == "on")
+        .unwrap_or(false);
+    if !offers_tls {
+        skipped(
+            "connections_use_tls_and_verify_with_a_ca_file",
+            "the test server has ssl = off",
+        );
+        return;
+    }
+    // Ship through an encrypted connection (sslmode=require fails without TLS).
+    let required = PostgresConfig {
+        url: format!("{url} sslmode=require application_name=gantry-tls-test"),
+        ..db.config()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = HistorianConfig::default();
+    let (mut sink, shipper) = start_shipping(&required, &dir.path().join("spool.sqlite"), &config)
+        .expect("start over TLS");
+    sink.write(
+        &[point("tls/a", 1_000, Value::Float(1.0), Quality::Good)],
+        &[],
+    )
+    .expect("spool");
+    shipper
+        .wait_shipped(SHIP_TIMEOUT)
+        .expect("shipped over TLS");
+    let mut reader = PostgresReader::connect(&required).expect("reader over TLS");
+    let encrypted: i64 = plain
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'gantry-tls-test' AND s.ssl",
+            &[],
+        )
+        .map(|r| r.get(0))
+        .expect("pg_stat_ssl");
+    assert!(encrypted >= 1, "no encrypted connection from Gantry");
+    assert_eq!(reader.series_matching("tls/#").expect("series").len(), 1);
+    shipper.stop();
+
+    // The server's self-signed certificate does not name 127.0.0.1: a CA
+    // file makes that a refusal, not a silent downgrade.
+    let snakeoil = std::path::Path::new("/etc/ssl/certs/ssl-cert-snakeoil.pem");
+    if snakeoil.exists() {
+        let verified = PostgresConfig {
+            ca_file: Some(snakeoil.to_path_buf()),
+            ..required.clone()
+        };
+        let err = PostgresReader::connect(&verified)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("connect on PostgreSQL host"), "{err}");
+        assert!(err.to_lowercase().contains("certificate"), "{err}");
+    }
+    let missing = PostgresConfig {
+        ca_file: Some(dir.path().join("no-such-ca.pem")),
+        ..required
+    };
+    let err = PostgresReader::connect(&missing)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("historian.postgres.ca_file") && err.contains("no-such-ca.pem"),
+        "{err}"
+    );
 }

@@ -28,14 +28,15 @@
 mod reader;
 mod schema;
 mod shipper;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use postgres::Client;
 use postgres::config::Host;
-use postgres::{Client, NoTls};
 
 use crate::config::{HistorianConfig, PostgresConfig};
 use crate::error::HistorianError;
@@ -108,6 +109,8 @@ pub(crate) struct Target {
     quoted: String,
     /// "host 127.0.0.1:5432, database history, user gantry".
     describe: Arc<str>,
+    /// TLS whenever the server offers it; verified with a CA file.
+    tls: tls::MakeRustls,
 }
 
 impl Target {
@@ -129,7 +132,10 @@ impl Target {
             tracing::debug!("PostgreSQL {}: {}", notice.severity(), notice.message())
         });
         let describe = describe(&config);
+        let tls = tls::MakeRustls::new(pg.ca_file.as_deref())?;
+        tracing::debug!("{describe}: {}", tls::describe_ca(pg.ca_file.as_ref()));
         Ok(Target {
+            tls,
             config,
             schema: pg.schema.clone(),
             quoted,
@@ -146,7 +152,9 @@ impl Target {
                 self.describe
             )));
         }
-        self.config.connect(NoTls).map_err(self.err("connect"))
+        self.config
+            .connect(self.tls.clone())
+            .map_err(self.err("connect"))
     }
 
     /// Maps a client error to a message naming the server and the operation.
@@ -258,6 +266,7 @@ mod tests {
         let t = Target::new(&PostgresConfig {
             url: "host=db.example port=5433 user=gantry password=s3cret dbname=history".into(),
             schema: "gantry".into(),
+            ca_file: None,
         })
         .expect("valid");
         assert_eq!(
@@ -267,6 +276,7 @@ mod tests {
         let t = Target::new(&PostgresConfig {
             url: "postgresql://gantry:s3cret@10.0.0.5/plant".into(),
             schema: "gantry".into(),
+            ca_file: None,
         })
         .expect("valid");
         assert!(!t.describe().contains("s3cret"));
@@ -274,6 +284,7 @@ mod tests {
         let e = Target::new(&PostgresConfig {
             url: "host=x port=notaport password=s3cret".into(),
             schema: "gantry".into(),
+            ca_file: None,
         })
         .err()
         .map(|e| e.to_string())
