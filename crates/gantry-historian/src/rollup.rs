@@ -254,6 +254,16 @@ impl RollupTracker {
             .collect()
     }
 
+    /// A non-numeric value replaced a stored one at `ts_ms`: the buckets
+    /// around it lose whatever that value contributed, so they are
+    /// recomputed from the raw values (which leave text out).
+    pub fn replaced_by_text(&mut self, series_id: i64, ts_ms: i64) {
+        for level in RollupLevel::ALL {
+            self.recompute
+                .insert((series_id, level, level.bucket_of(ts_ms)));
+        }
+    }
+
     /// Buckets that must be recomputed from raw values, in order.
     pub fn take_recompute(&mut self) -> Vec<(i64, RollupLevel, i64)> {
         std::mem::take(&mut self.recompute).into_iter().collect()

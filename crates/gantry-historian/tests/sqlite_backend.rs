@@ -80,4 +80,5 @@ cases!(
     case_exact_topic_without_history,
     case_rollups_match_recomputation,
     case_batched_reads_agree,
+    case_text_replacing_a_number_leaves_the_rollups,
 );

@@ -668,6 +668,8 @@ impl Session {
                 };
                 self.rollups
                     .add(series_id, p.ts_ms, v, prior_last_ms, replaced);
+            } else if replaced && has_bucket {
+                self.rollups.replaced_by_text(series_id, p.ts_ms);
             }
         }
         if !stage.is_empty() {
@@ -764,11 +766,23 @@ impl Session {
             }
         }
         for level in RollupLevel::ALL {
-            let rows: Vec<(i64, &RollupRow)> = rollups
+            // A recomputed bucket with no numeric value left (text replaced
+            // its last number) has no row.
+            let (empty, rows): (Vec<(i64, &RollupRow)>, Vec<(i64, &RollupRow)>) = rollups
                 .iter()
                 .filter(|((l, _, _), _)| *l == level)
                 .map(|((_, series_id, _), row)| (*series_id, row))
-                .collect();
+                .partition(|(_, r)| r.count == 0 && r.bad_count == 0);
+            if !empty.is_empty() {
+                let ids: Vec<i64> = empty.iter().map(|(s, _)| *s).collect();
+                let buckets: Vec<i64> = empty.iter().map(|(_, r)| r.bucket_ms).collect();
+                let sql = target.sql(&format!(
+                    "DELETE FROM {{s}}.{} r USING unnest($1::int8[], $2::int8[]) AS k(series_id, bucket_ms) \
+                     WHERE r.series_id = k.series_id AND r.bucket_ms = k.bucket_ms",
+                    level.table()
+                ));
+                tx.execute(&sql, &[&ids, &buckets]).map_err(&e)?;
+            }
             if rows.is_empty() {
                 continue;
             }

@@ -224,6 +224,8 @@ impl SqliteSink {
                     };
                     self.rollups
                         .add(meta.id, p.ts_ms, v, meta.last_ms, replaced);
+                } else if replaced {
+                    self.rollups.replaced_by_text(meta.id, p.ts_ms);
                 }
                 meta.first_ms = Some(meta.first_ms.map_or(p.ts_ms, |f| f.min(p.ts_ms)));
                 meta.last_ms = Some(meta.last_ms.map_or(p.ts_ms, |l| l.max(p.ts_ms)));
@@ -236,7 +238,16 @@ impl SqliteSink {
         for (series_id, level, bucket) in self.rollups.take_recompute() {
             let row = recompute_bucket(&tx, series_id, level, bucket)?;
             self.rollups.recomputed(series_id, level, row);
-            write_rollup(&tx, series_id, level, &row)?;
+            if row.count == 0 && row.bad_count == 0 {
+                // Text replaced the bucket's last number: no row.
+                tx.prepare_cached(&format!(
+                    "DELETE FROM {} WHERE series_id = ?1 AND bucket_ms = ?2",
+                    level.table()
+                ))?
+                .execute(params![series_id, bucket])?;
+            } else {
+                write_rollup(&tx, series_id, level, &row)?;
+            }
         }
         for (series_id, level, row) in self.rollups.take_dirty() {
             write_rollup(&tx, series_id, level, &row)?;

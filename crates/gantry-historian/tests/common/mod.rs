@@ -73,6 +73,10 @@ pub fn all_cases() -> Vec<Case> {
             case_rollups_match_recomputation,
         ),
         ("case_batched_reads_agree", case_batched_reads_agree),
+        (
+            "case_text_replacing_a_number_leaves_the_rollups",
+            case_text_replacing_a_number_leaves_the_rollups,
+        ),
     ]
 }
 
@@ -1636,5 +1640,37 @@ pub fn case_batched_reads_agree(store: &mut dyn TestStore) {
                 assert_eq!((f.min, f.max, f.sum), (s.min, s.max, s.sum), "{level:?}");
             }
         }
+    }
+}
+
+/// A text value written over a stored number at the same timestamp (a
+/// mis-typed tag corrected, a replay) takes that number out of the rollups.
+pub fn case_text_replacing_a_number_leaves_the_rollups(store: &mut dyn TestStore) {
+    let topic = "case/retyped/t";
+    store.write(
+        &[
+            pt(topic, T0, 1.0),
+            pt(topic, T0 + S, 5.0),
+            pt(topic, T0 + 2 * S, 9.0),
+        ],
+        &[],
+    );
+    store.write(&[pt(topic, T0 + S, "oops")], &[]);
+    let mut r = store.reader();
+    let reader = r.as_mut();
+    let id = id_of(reader, topic);
+    for level in [
+        RollupLevel::TenSeconds,
+        RollupLevel::Minute,
+        RollupLevel::Hour,
+    ] {
+        let rows = reader.rollups(level, id, T0 - H, T0 + H).expect("rollups");
+        assert_eq!(rows.len(), 1, "{level:?}");
+        let row = &rows[0];
+        assert_eq!(
+            (row.count, row.sum, row.min, row.max),
+            (2, 10.0, 1.0, 9.0),
+            "{level:?}"
+        );
     }
 }
