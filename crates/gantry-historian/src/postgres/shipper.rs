@@ -408,6 +408,9 @@ struct SeriesMeta {
     touched: bool,
 }
 
+/// A rollup row with its series id.
+type SeriesRow<'a> = (i64, &'a RollupRow);
+
 /// One value as it goes into the staging table.
 struct Stage {
     series_id: i64,
@@ -768,7 +771,7 @@ impl Session {
         for level in RollupLevel::ALL {
             // A recomputed bucket with no numeric value left (text replaced
             // its last number) has no row.
-            let (empty, rows): (Vec<(i64, &RollupRow)>, Vec<(i64, &RollupRow)>) = rollups
+            let (empty, rows): (Vec<SeriesRow<'_>>, Vec<SeriesRow<'_>>) = rollups
                 .iter()
                 .filter(|((l, _, _), _)| *l == level)
                 .map(|((_, series_id, _), row)| (*series_id, row))
