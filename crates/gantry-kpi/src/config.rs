@@ -75,13 +75,15 @@ impl KpiConfig {
         let path = path.trim_end_matches('/');
         self.units
             .iter()
-            .filter(|u| {
-                u.path == path
-                    || (u.path.starts_with(path)
-                        && u.path.as_bytes().get(path.len()) == Some(&b'/'))
-            })
+            .filter(|u| is_at_or_below(&u.path, path))
             .collect()
     }
+}
+
+/// Whether `path` is `ancestor` or lies below it in the namespace.
+pub(crate) fn is_at_or_below(path: &str, ancestor: &str) -> bool {
+    path == ancestor
+        || (path.starts_with(ancestor) && path.as_bytes().get(ancestor.len()) == Some(&b'/'))
 }
 
 /// Reads the state models a standard file defines (`[[kpi.state_model]]`).

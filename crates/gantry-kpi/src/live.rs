@@ -15,7 +15,7 @@ use gantry_model::{Quality, Sample, Value};
 
 use crate::calendar::ShiftInstance;
 use crate::compute::{Period, StateSample, UnitData, UnitResult, compute};
-use crate::config::KpiConfig;
+use crate::config::{KpiConfig, is_at_or_below};
 use crate::counter::Reading;
 use crate::formulas::Kpi;
 use crate::report::{Report, roll_up};
@@ -274,6 +274,9 @@ impl LiveEngine {
     /// shift where one has begun) and returns the KPI values to publish, for
     /// units and roll-ups, under `<path>/_kpi/<name>`.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Publication> {
+        // Shifts that ended since the last tick: their final figures are
+        // published too, stamped just before the shift's end.
+        let mut closed: Vec<UnitResult> = Vec::new();
         for i in 0..self.units.len() {
             let unit = &self.config.units[i];
             let shift = self
@@ -287,6 +290,19 @@ impl LiveEngine {
                 _ => true,
             };
             if changed {
+                if let Some(old) = &live.shift {
+                    let period = Period {
+                        label: format!("shift {}", old.label),
+                        from_ms: old.start_ms,
+                        to_ms: old.end_ms,
+                    };
+                    closed.push(compute(
+                        unit,
+                        &live.data,
+                        std::slice::from_ref(old),
+                        &period,
+                    ));
+                }
                 // Keep what the new shift needs: its values so far and the
                 // ones in force at its start.
                 if let Some(s) = &shift {
@@ -309,19 +325,25 @@ impl LiveEngine {
             });
         }
         let mut out = Vec::new();
+        if !closed.is_empty() {
+            for path in &self.paths {
+                let results: Vec<UnitResult> = closed
+                    .iter()
+                    .filter(|r| is_at_or_below(&r.path, path))
+                    .cloned()
+                    .collect();
+                if results.is_empty() {
+                    continue;
+                }
+                let report = roll_up(path, results);
+                publish(&mut out, path, &report, report.to_ms - 1);
+            }
+        }
         for path in &self.paths {
             let Some(report) = self.current(path) else {
                 continue;
             };
-            for v in &report.kpis {
-                let Some(value) = v.value.filter(|x| x.is_finite()) else {
-                    continue;
-                };
-                out.push(Publication {
-                    topic: format!("{path}/_kpi/{}", v.kpi.name()),
-                    sample: Sample::new(now_ms, Value::Float(round(value, v.kpi))),
-                });
-            }
+            publish(&mut out, path, &report, now_ms);
         }
         out
     }
@@ -356,6 +378,19 @@ impl LiveEngine {
     /// Every path KPIs are published for.
     pub fn paths(&self) -> &[String] {
         &self.paths
+    }
+}
+
+/// A report's KPIs with a value, as samples at `ts_ms`.
+fn publish(out: &mut Vec<Publication>, path: &str, report: &Report, ts_ms: i64) {
+    for v in &report.kpis {
+        let Some(value) = v.value.filter(|x| x.is_finite()) else {
+            continue;
+        };
+        out.push(Publication {
+            topic: format!("{path}/_kpi/{}", v.kpi.name()),
+            sample: Sample::new(ts_ms, Value::Float(round(value, v.kpi))),
+        });
     }
 }
 

@@ -461,7 +461,19 @@ fn the_live_engine_reproduces_the_example_from_routed_values() {
         &u.topic("good_count"),
         &Sample::new(next + MIN, Value::Int(5_672 + 10)),
     );
-    engine.tick(next + 2 * MIN);
+    let published = engine.tick(next + 2 * MIN);
+    // The closed shift's final figures, stamped just before its end, then
+    // the new shift's.
+    let closed: Vec<&gantry_kpi::live::Publication> = published
+        .iter()
+        .filter(|p| p.topic.ends_with("/_kpi/oee") && p.sample.timestamp_ms == end - 1)
+        .collect();
+    assert_eq!(closed.len(), 4, "unit, line, area and site: {closed:?}");
+    assert!(
+        closed
+            .iter()
+            .all(|p| p.sample.value == Value::Float(0.7467))
+    );
     let report = engine
         .current("acme/dallas/packaging/line-1/filler")
         .expect("current");
