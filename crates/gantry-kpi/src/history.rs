@@ -10,14 +10,18 @@ use crate::compute::{NoData, StateSample, UnitData};
 use crate::counter::Reading;
 use crate::unit::WorkUnit;
 
-/// The values of one topic: the last at or before `from_ms`, then every one
-/// in `[from_ms, to_ms)`. A topic with no history gives nothing.
-fn series(
+/// The values of one topic that `keep` turns into `T`: the last at or before
+/// `from_ms`, then every one in `[from_ms, to_ms)`, in time order. A topic
+/// with no history gives nothing. Values are converted as they stream, so
+/// the bulk of a period (counter readings) never exists as rows.
+fn series<T>(
     reader: &mut dyn HistoryRead,
     topic: &str,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<PointRow>, HistorianError> {
+    keep: impl Fn(PointRow) -> Option<T>,
+    ts_of: impl Fn(&T) -> i64,
+) -> Result<Vec<T>, HistorianError> {
     let Some(info) = reader
         .series_matching(topic)?
         .into_iter()
@@ -27,46 +31,35 @@ fn series(
     };
     let mut out = Vec::new();
     if let Some(p) = reader.last_at_or_before(info.id, from_ms)? {
-        out.push(p);
+        out.extend(keep(p));
     }
     reader.points(info.id, from_ms, to_ms, &mut |p| {
-        if out.last().is_none_or(|l| l.ts_ms < p.ts_ms) {
-            out.push(p);
+        if let Some(v) = keep(p)
+            && out.last().is_none_or(|l| ts_of(l) < ts_of(&v))
+        {
+            out.push(v);
         }
         true
     })?;
     Ok(out)
 }
 
-/// A counter's readings: the last at or before `from_ms`, then every one in
-/// `[from_ms, to_ms)`, streamed straight into readings (counters are the
-/// bulk of a period's values).
+fn rows(
+    reader: &mut dyn HistoryRead,
+    topic: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<PointRow>, HistorianError> {
+    series(reader, topic, from_ms, to_ms, Some, |p| p.ts_ms)
+}
+
 fn counter_readings(
     reader: &mut dyn HistoryRead,
     topic: &str,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<Reading>, HistorianError> {
-    let Some(info) = reader
-        .series_matching(topic)?
-        .into_iter()
-        .find(|s| s.topic == topic)
-    else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    if let Some(p) = reader.last_at_or_before(info.id, from_ms)? {
-        out.extend(reading(&p));
-    }
-    reader.points(info.id, from_ms, to_ms, &mut |p| {
-        if let Some(r) = reading(&p)
-            && out.last().is_none_or(|l: &Reading| l.ts_ms < r.ts_ms)
-        {
-            out.push(r);
-        }
-        true
-    })?;
-    Ok(out)
+    series(reader, topic, from_ms, to_ms, |p| reading(&p), |r| r.ts_ms)
 }
 
 fn reading(p: &PointRow) -> Option<Reading> {
@@ -112,9 +105,9 @@ fn unit_data_in(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<UnitData, HistorianError> {
-    let states = series(reader, &unit.topic(&unit.state_tag), from_ms, to_ms)?;
+    let states = rows(reader, &unit.topic(&unit.state_tag), from_ms, to_ms)?;
     let reasons = match &unit.reason_tag {
-        Some(tag) => series(reader, &unit.topic(tag), from_ms, to_ms)?,
+        Some(tag) => rows(reader, &unit.topic(tag), from_ms, to_ms)?,
         None => Vec::new(),
     };
     let mut data = UnitData {
@@ -129,11 +122,9 @@ fn unit_data_in(
         data.energy = counter_readings(reader, &unit.topic(tag), from_ms, to_ms)?;
     }
     if let Some(tag) = &unit.product_tag {
-        data.products = series(reader, &unit.topic(tag), from_ms, to_ms)?
-            .iter()
-            .filter(|p| p.quality != Quality::Bad)
-            .map(|p| (p.ts_ms, text_of(&p.value)))
-            .collect();
+        let product =
+            |p: PointRow| (p.quality != Quality::Bad).then(|| (p.ts_ms, text_of(&p.value)));
+        data.products = series(reader, &unit.topic(tag), from_ms, to_ms, product, |p| p.0)?;
     }
     data.no_data = reader
         .gaps(from_ms, to_ms)?

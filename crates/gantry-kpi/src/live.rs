@@ -17,6 +17,7 @@ use crate::calendar::ShiftInstance;
 use crate::compute::{Period, StateSample, UnitData, UnitResult, compute};
 use crate::config::{KpiConfig, is_at_or_below};
 use crate::counter::Reading;
+use crate::elements::Elements;
 use crate::formulas::Kpi;
 use crate::report::{Report, roll_up};
 use crate::unit::WorkUnit;
@@ -324,41 +325,38 @@ impl LiveEngine {
                 compute(unit, &live.data, std::slice::from_ref(s), &period)
             });
         }
+        // Roll-ups publish from summed elements: no result is copied.
         let mut out = Vec::new();
         if !closed.is_empty() {
             for path in &self.paths {
-                let results: Vec<UnitResult> = closed
-                    .iter()
-                    .filter(|r| is_at_or_below(&r.path, path))
-                    .cloned()
-                    .collect();
-                if results.is_empty() {
-                    continue;
+                let under = closed.iter().filter(|r| is_at_or_below(&r.path, path));
+                if let Some((elements, end)) = sum(under) {
+                    publish(&mut out, path, &elements, end - 1);
                 }
-                let report = roll_up(path, results);
-                publish(&mut out, path, &report, report.to_ms - 1);
             }
         }
         for path in &self.paths {
-            let Some(report) = self.current(path) else {
-                continue;
-            };
-            publish(&mut out, path, &report, now_ms);
+            if let Some((elements, _)) = sum(self.results_under(path)) {
+                publish(&mut out, path, &elements, now_ms);
+            }
         }
         out
     }
 
+    /// The last results of the units at or below `path`.
+    fn results_under<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a UnitResult> {
+        let path = path.trim_end_matches('/');
+        self.config
+            .units
+            .iter()
+            .zip(&self.units)
+            .filter(move |(u, _)| is_at_or_below(&u.path, path))
+            .filter_map(|(_, live)| live.last.as_ref())
+    }
+
     /// The current shift's KPIs of a unit or a roll-up, as of the last tick.
     pub fn current(&self, path: &str) -> Option<Report> {
-        let results: Vec<UnitResult> = self
-            .config
-            .units_under(path)
-            .iter()
-            .filter_map(|u| {
-                let i = self.config.units.iter().position(|x| x.path == u.path)?;
-                self.units[i].last.clone()
-            })
-            .collect();
+        let results: Vec<UnitResult> = self.results_under(path).cloned().collect();
         (!results.is_empty()).then(|| roll_up(path.trim_end_matches('/'), results))
     }
 
@@ -381,9 +379,20 @@ impl LiveEngine {
     }
 }
 
-/// A report's KPIs with a value, as samples at `ts_ms`.
-fn publish(out: &mut Vec<Publication>, path: &str, report: &Report, ts_ms: i64) {
-    for v in &report.kpis {
+/// The summed elements of some results and the latest end of their periods.
+fn sum<'a>(results: impl Iterator<Item = &'a UnitResult>) -> Option<(Elements, i64)> {
+    let mut total: Option<(Elements, i64)> = None;
+    for r in results {
+        let (elements, end) = total.get_or_insert_with(|| (Elements::default(), i64::MIN));
+        elements.add(&r.elements);
+        *end = (*end).max(r.period.to_ms);
+    }
+    total
+}
+
+/// The KPIs of `elements` that have a value, as samples at `ts_ms`.
+fn publish(out: &mut Vec<Publication>, path: &str, elements: &Elements, ts_ms: i64) {
+    for v in crate::formulas::compute(elements) {
         let Some(value) = v.value.filter(|x| x.is_finite()) else {
             continue;
         };

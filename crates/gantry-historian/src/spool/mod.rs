@@ -55,29 +55,11 @@ CREATE TABLE IF NOT EXISTS gaps (
 const CRASH_GAP_REASON: &str = "Gantry stopped without a clean shutdown: QoS 0 values received after the last commit may be missing (QoS 1/2 values were acknowledged only once stored)";
 
 fn open_connection(path: &Path, fsync: bool) -> Result<Connection, HistorianError> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(|source| HistorianError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    let e = |source| HistorianError::sqlite(path, source);
-    let conn = Connection::open(path).map_err(e)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(e)?;
+    let conn = crate::sqlite::open_writable(path, fsync)?;
     // Freed pages are returned to the file system when the spool drains
     // (only takes effect on a new file).
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
-        .map_err(e)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
-    // Checkpoint every 64 MiB of WAL rather than 4 MiB: the spool's pages
-    // are short-lived, and many are freed before they are ever copied back.
-    conn.pragma_update(None, "wal_autocheckpoint", 16_384)
-        .map_err(e)?;
-    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
-        .map_err(e)?;
+        .map_err(|source| HistorianError::sqlite(path, source))?;
     Ok(conn)
 }
 

@@ -38,6 +38,34 @@ pub fn default_path(data_dir: &Path) -> PathBuf {
     data_dir.join("history").join("history.sqlite")
 }
 
+/// Opens (creating it and its directory if needed) a SQLite file the
+/// historian writes: WAL, `synchronous` NORMAL (FULL with `fsync`), a WAL
+/// checkpoint every 64 MiB rather than 4 MiB (pages rewritten by many
+/// batches are copied back once; a spool's are often freed before), and a
+/// 5 s busy timeout. The store and the spools add their own settings.
+pub(crate) fn open_writable(
+    path: &Path,
+    fsync: bool,
+) -> Result<rusqlite::Connection, HistorianError> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| HistorianError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let e = |source| HistorianError::sqlite(path, source);
+    let conn = rusqlite::Connection::open(path).map_err(e)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(e)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
+        .map_err(e)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 16_384)
+        .map_err(e)?;
+    Ok(conn)
+}
+
 /// The spool in front of a store: `history.sqlite` → `history.spool.sqlite`.
 pub fn spool_path(store: &Path) -> PathBuf {
     let stem = store

@@ -37,19 +37,8 @@ pub struct SqliteSink {
 }
 
 fn open_connection(path: &Path, fsync: bool) -> Result<Connection, HistorianError> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(|source| HistorianError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
+    let conn = super::open_writable(path, fsync)?;
     let e = |source| HistorianError::sqlite(path, source);
-    let conn = Connection::open(path).map_err(e)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
-    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
-        .map_err(e)?;
     conn.pragma_update(None, "cache_size", -65_536).map_err(e)?;
     // Plans never depend on bound values: without this, SQLite re-plans a
     // statement each time a range bound is rebound (about 8 µs a call).
@@ -58,12 +47,6 @@ fn open_connection(path: &Path, fsync: bool) -> Result<Connection, HistorianErro
         true,
     )
     .map_err(e)?;
-    // Checkpoint the WAL into the database every 64 MiB rather than 4 MiB:
-    // a page rewritten by many batches is copied back once.
-    conn.pragma_update(None, "wal_autocheckpoint", 16_384)
-        .map_err(e)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(e)?;
     Ok(conn)
 }
 
