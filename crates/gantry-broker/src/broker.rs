@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::config::BrokerConfig;
 use crate::hooks::{ClientInfo, Hooks, Verdict};
 use crate::message::{Message, now_ms};
-use crate::retained::RetainedStore;
+use crate::retained::{RetainedChild, RetainedStore};
 use crate::router::Router;
 use crate::session::{
     Delivery, Inflight, Session, SessionId, SessionState, Stage, SubscriptionRecord, wake,
@@ -56,6 +56,27 @@ pub struct SessionInfo {
     pub queued: usize,
     pub inflight: usize,
     pub connected: bool,
+}
+
+/// A client known to the broker: connected, or a persistent session waiting
+/// for its client. Connection details are `None` while disconnected.
+#[derive(Debug, Clone)]
+pub struct ClientSummary {
+    pub client_id: String,
+    pub connected: bool,
+    /// The identity the authenticator established (None: anonymous or not connected).
+    pub identity: Option<String>,
+    pub peer: Option<SocketAddr>,
+    /// "tcp", "tls", "websocket" or "wss", as in [`ClientInfo::transport`].
+    pub transport: Option<&'static str>,
+    /// 4 (3.1.1) or 5.
+    pub protocol_version: Option<u8>,
+    /// Unix milliseconds at which the current connection was accepted.
+    pub connected_since_ms: Option<u64>,
+    /// Raw filters, sorted.
+    pub subscriptions: Vec<String>,
+    pub queued: usize,
+    pub inflight: usize,
 }
 
 /// The result of routing one message.
@@ -550,6 +571,34 @@ impl Broker {
         })
     }
 
+    /// Every session's client, connected or not, sorted by client id.
+    pub fn clients(&self) -> Vec<ClientSummary> {
+        let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
+        let mut clients: Vec<ClientSummary> = sessions
+            .iter()
+            .map(|session| {
+                let st = session.lock();
+                let owner = st.owner.as_deref();
+                let mut subscriptions: Vec<String> = st.subscriptions.keys().cloned().collect();
+                subscriptions.sort_unstable();
+                ClientSummary {
+                    client_id: session.client_id.to_string(),
+                    connected: owner.is_some(),
+                    identity: owner.and_then(|o| o.client.identity.as_deref().map(str::to_owned)),
+                    peer: owner.and_then(|o| o.client.peer),
+                    transport: owner.map(|o| o.client.transport),
+                    protocol_version: owner.map(|o| o.protocol_level),
+                    connected_since_ms: owner.map(|o| o.connected_at_ms),
+                    subscriptions,
+                    queued: st.queue.len(),
+                    inflight: st.inflight.len(),
+                }
+            })
+            .collect();
+        clients.sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
+        clients
+    }
+
     /// The retained message on `topic`, if any.
     pub fn retained(&self, topic: &str) -> Option<Arc<Message>> {
         read(&self.inner.retained).get(topic).cloned()
@@ -587,6 +636,28 @@ impl Broker {
     /// Retained messages matching `filter`.
     pub fn retained_matching(&self, filter: &str) -> Vec<Arc<Message>> {
         read(&self.inner.retained).matching(filter, now_ms())
+    }
+
+    /// One level of the retained namespace below `prefix` ("" = the top
+    /// level, without `$` topics): see [`RetainedChild`].
+    pub fn retained_children(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<RetainedChild> {
+        read(&self.inner.retained).children(prefix, after, limit, now_ms())
+    }
+
+    /// Up to `limit` retained messages (in topic order) whose topic satisfies
+    /// `pred`, and whether more matched. Walks the whole store under its read
+    /// lock, so `pred` should be cheap.
+    pub fn retained_search(
+        &self,
+        limit: usize,
+        pred: impl FnMut(&str) -> bool,
+    ) -> (Vec<Arc<Message>>, bool) {
+        read(&self.inner.retained).search(limit, now_ms(), pred)
     }
 
     pub fn stats(&self) -> StatsSnapshot {

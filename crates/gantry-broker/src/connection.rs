@@ -318,6 +318,8 @@ async fn accept(
     let signal = Arc::new(ConnSignal::new(
         u64::from(keep_alive) * 1500,
         broker.clock_ms(),
+        info.clone(),
+        c.version.level(),
     ));
     let store = &broker.inner.store;
     let (session, present, generation, discarded) = {

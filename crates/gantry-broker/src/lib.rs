@@ -23,8 +23,9 @@ mod sys;
 pub mod tls;
 mod transport;
 
-pub use broker::{Broker, BrokerError, PublishError, Routed, SessionInfo};
+pub use broker::{Broker, BrokerError, ClientSummary, PublishError, Routed, SessionInfo};
 pub use config::{BrokerConfig, Durability, Limits, RateLimitAction, SyncPolicy};
 pub use listener::BoundAddrs;
 pub use message::Message;
+pub use retained::RetainedChild;
 pub use stats::StatsSnapshot;

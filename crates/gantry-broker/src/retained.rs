@@ -1,7 +1,8 @@
 //! The retained store: the live state of the namespace, one message per topic.
 //!
 //! A sorted map lets a subscription with literal leading levels (`acme/dallas/#`)
-//! scan only its own subtree instead of every retained topic.
+//! scan only its own subtree, and lets a browser list one level of the tree
+//! with a few seeks per child instead of walking the subtree.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -10,6 +11,17 @@ use std::sync::Arc;
 use gantry_codec::topic::matches;
 
 use crate::message::Message;
+
+/// One child level below a prefix in the retained namespace.
+#[derive(Debug, Clone)]
+pub struct RetainedChild {
+    /// The child's level name (one topic level, no '/').
+    pub name: String,
+    /// The retained message on exactly `<prefix>/<name>`, if any (not expired).
+    pub message: Option<Arc<Message>>,
+    /// Whether any retained topic lies below `<prefix>/<name>/`.
+    pub has_children: bool,
+}
 
 #[derive(Default)]
 pub struct RetainedStore {
@@ -52,6 +64,139 @@ impl RetainedStore {
             .filter(|(t, m)| matches(filter, t) && !m.is_expired(now_ms))
             .map(|(_, m)| m.clone())
             .collect()
+    }
+
+    /// The distinct child levels below `prefix` ("" = the top level) in byte
+    /// order, starting after `after` (exclusive) when given, at most `limit`.
+    ///
+    /// At the top level, `$` topics (`$SYS`) are left out. A child whose only
+    /// topic is an expired message is left out too; expired topics deeper down
+    /// are not looked for (they are purged periodically).
+    pub fn children(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Vec<RetainedChild> {
+        let base = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        let top = prefix.is_empty();
+        let mut out = Vec::new();
+        let mut lo = after.map(str::to_owned);
+        while out.len() < limit {
+            let Some(name) = self.next_child(&base, top, lo.as_deref()) else {
+                break;
+            };
+            let topic = format!("{base}{name}");
+            let message = self
+                .by_topic
+                .get(topic.as_str())
+                .filter(|m| !m.is_expired(now_ms))
+                .cloned();
+            let has_children = self.any_below(&topic);
+            if message.is_some() || has_children {
+                out.push(RetainedChild {
+                    name: name.clone(),
+                    message,
+                    has_children,
+                });
+            }
+            lo = Some(name);
+        }
+        out
+    }
+
+    /// The smallest child name below `base` (empty, or a prefix ending in '/')
+    /// greater than `lo`, without walking any child's subtree.
+    ///
+    /// Keys do not sort like their child names: bytes below '/' (such as '-',
+    /// '.', '!', ' ') put `p/c-x` between `p/c` and `p/c/...`, so the names met
+    /// in key order are `c`, `c-x`, `c` again. Two rules restore name order:
+    /// a name at or below `lo` met again through its subtree is skipped past
+    /// that subtree, and a name is only taken once no shorter name it starts
+    /// with (followed there by a byte below '/') still has a subtree ahead.
+    fn next_child(&self, base: &str, top: bool, lo: Option<&str>) -> Option<String> {
+        // Invariant: every key of every name greater than `lo` is at or after
+        // `from`.
+        let mut from = match lo {
+            Some(lo) => Bound::Excluded(format!("{base}{lo}")),
+            None => Bound::Included(base.to_owned()),
+        };
+        loop {
+            let key = self.first_key(from.as_ref().map(String::as_str))?;
+            let rest = key.strip_prefix(base)?;
+            let name = rest.split('/').next().unwrap_or(rest);
+            let above_lo = lo.is_none_or(|lo| name > lo);
+            let hidden = top && name.starts_with('$');
+            if above_lo {
+                // A shorter name `n` with `name` = n + byte below '/' + ...
+                // sorts first; its exact key (before `key`) cannot be one of
+                // ours, but its subtree can lie ahead of `key`.
+                let shorter = name
+                    .bytes()
+                    .enumerate()
+                    .filter(|&(_, b)| b < b'/')
+                    .map(|(i, _)| &name[..i])
+                    .find(|n| {
+                        lo.is_none_or(|lo| *n > lo)
+                            && !(top && n.starts_with('$'))
+                            && self.any_below(&format!("{base}{n}"))
+                    });
+                if let Some(n) = shorter {
+                    return Some(n.to_owned());
+                }
+                if !hidden {
+                    return Some(name.to_owned());
+                }
+            }
+            from = if hidden {
+                // All top-level `$` names: the keys from "$" up to "%".
+                Bound::Included("%".to_owned())
+            } else {
+                // `name` <= lo and `key` is in its subtree: every key from
+                // here up to `base/name0` ('0' follows '/') is in it too.
+                Bound::Included(format!("{base}{name}0"))
+            };
+        }
+    }
+
+    fn first_key(&self, from: Bound<&str>) -> Option<&str> {
+        self.by_topic
+            .range::<str, _>((from, Bound::Unbounded))
+            .next()
+            .map(|(k, _)| &**k)
+    }
+
+    /// True when some key starts with `topic/`.
+    fn any_below(&self, topic: &str) -> bool {
+        let below = format!("{topic}/");
+        self.first_key(Bound::Included(&below))
+            .is_some_and(|k| k.starts_with(&below))
+    }
+
+    /// Up to `limit` topics (in order) for which `pred(topic)` is true, and
+    /// whether more matched. Skips expired messages.
+    pub fn search(
+        &self,
+        limit: usize,
+        now_ms: u64,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> (Vec<Arc<Message>>, bool) {
+        let mut found = Vec::new();
+        for (topic, msg) in &self.by_topic {
+            if msg.is_expired(now_ms) || !pred(topic) {
+                continue;
+            }
+            if found.len() == limit {
+                return (found, true);
+            }
+            found.push(msg.clone());
+        }
+        (found, false)
     }
 
     /// Drops expired messages; returns how many.
@@ -125,5 +270,236 @@ mod tests {
         s.apply(msg("acme/a/x", ""));
         assert_eq!(s.len(), 4);
         assert!(s.get("acme/a/x").is_none());
+    }
+
+    fn store(topics: &[&str]) -> RetainedStore {
+        let mut s = RetainedStore::default();
+        for t in topics {
+            s.apply(msg(t, t));
+        }
+        s
+    }
+
+    /// (name, payload of the exact topic, has_children) of each child.
+    fn listing(children: &[RetainedChild]) -> Vec<(String, Option<String>, bool)> {
+        children
+            .iter()
+            .map(|c| {
+                let payload = c
+                    .message
+                    .as_ref()
+                    .map(|m| String::from_utf8_lossy(&m.payload).into_owned());
+                (c.name.clone(), payload, c.has_children)
+            })
+            .collect()
+    }
+
+    fn names(children: &[RetainedChild]) -> Vec<&str> {
+        children.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn children_are_in_name_order_despite_bytes_below_the_separator() {
+        let s = store(&[
+            "acme",
+            "acme/dallas",
+            "acme/dallas/x",
+            "acme/dallas!",
+            "acme/dallas-2/y",
+            "acme/dallas.old",
+            "acme/dallas /z",
+            "acme//b",
+            "acme/é",
+            "acme/z",
+            "acmex/a",
+            "$SYS/broker/uptime",
+            "/lead",
+            "other",
+        ]);
+        let all = s.children("acme", None, usize::MAX, 0);
+        let some = |t: &str| Some(t.to_owned());
+        assert_eq!(
+            listing(&all),
+            vec![
+                ("".into(), None, true),
+                ("dallas".into(), some("acme/dallas"), true),
+                ("dallas ".into(), None, true),
+                ("dallas!".into(), some("acme/dallas!"), false),
+                ("dallas-2".into(), None, true),
+                ("dallas.old".into(), some("acme/dallas.old"), false),
+                ("z".into(), some("acme/z"), false),
+                ("é".into(), some("acme/é"), false),
+            ]
+        );
+        // `$` topics only appear below a `$` prefix.
+        assert_eq!(
+            names(&s.children("", None, usize::MAX, 0)),
+            ["", "acme", "acmex", "other"]
+        );
+        assert_eq!(
+            listing(&s.children("$SYS", None, usize::MAX, 0)),
+            vec![("broker".into(), None, true)]
+        );
+        assert_eq!(names(&s.children("acme/dallas", None, 10, 0)), ["x"]);
+        assert!(s.children("acme/z", None, 10, 0).is_empty());
+        assert!(s.children("nowhere", None, 10, 0).is_empty());
+        assert!(s.children("acme", None, 0, 0).is_empty());
+    }
+
+    #[test]
+    fn children_page_with_after() {
+        let s = store(&[
+            "p/c/1", "p/c!x", "p/c-x/2", "p/c.x", "p/c0", "p/d", "p/c-/3",
+        ]);
+        let mut pages = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = s.children("p", after.as_deref(), 2, 0);
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|c| c.name.clone());
+            pages.push(names(&page).join(","));
+        }
+        assert_eq!(pages, ["c,c!x", "c-,c-x", "c.x,c0", "d"]);
+        // `after` need not be a child itself.
+        assert_eq!(names(&s.children("p", Some("c+"), 2, 0)), ["c-", "c-x"]);
+        assert_eq!(names(&s.children("p", Some("b"), 1, 0)), ["c"]);
+        assert!(s.children("p", Some("d"), 5, 0).is_empty());
+    }
+
+    #[test]
+    fn expired_messages_are_not_shown() {
+        let mut s = store(&["a/live", "a/parent/x"]);
+        for topic in ["a/gone", "a/parent"] {
+            let mut m = Message::new(topic, b"old", QoS::AtMostOnce, true);
+            m.expires_at_ms = Some(1_000);
+            s.apply(Arc::new(m));
+        }
+        let now = 2_000;
+        assert_eq!(
+            listing(&s.children("a", None, 10, now)),
+            vec![
+                ("live".into(), Some("a/live".into()), false),
+                ("parent".into(), None, true),
+            ]
+        );
+        assert_eq!(s.children("a", None, 10, 0).len(), 3);
+        let (found, more) = s.search(10, now, |_| true);
+        assert_eq!(found.len(), 2);
+        assert!(!more);
+    }
+
+    #[test]
+    fn search_stops_at_the_limit_and_says_whether_more_matched() {
+        let s = store(&["a/1", "a/2", "b/1", "b/2", "b/3"]);
+        let topics = |found: &[Arc<Message>]| -> Vec<String> {
+            found.iter().map(|m| m.topic.to_string()).collect()
+        };
+        let (found, more) = s.search(2, 0, |t| t.starts_with("b/"));
+        assert_eq!(topics(&found), ["b/1", "b/2"]);
+        assert!(more);
+        let (found, more) = s.search(3, 0, |t| t.starts_with("b/"));
+        assert_eq!(topics(&found), ["b/1", "b/2", "b/3"]);
+        assert!(!more);
+        let (found, more) = s.search(0, 0, |t| t.ends_with("/1"));
+        assert!(found.is_empty());
+        assert!(more);
+    }
+
+    /// The definition `children` must agree with: one pass over every topic.
+    fn naive_children(
+        s: &RetainedStore,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Vec<(String, Option<String>, bool)> {
+        let mut by_name: BTreeMap<String, (Option<String>, bool)> = BTreeMap::new();
+        for (topic, m) in &s.by_topic {
+            let rest = if prefix.is_empty() {
+                Some(&**topic)
+            } else {
+                topic.strip_prefix(prefix).and_then(|r| r.strip_prefix('/'))
+            };
+            let Some(rest) = rest else { continue };
+            let (name, below) = match rest.split_once('/') {
+                Some((name, _)) => (name, true),
+                None => (rest, false),
+            };
+            if prefix.is_empty() && name.starts_with('$') {
+                continue;
+            }
+            let entry = by_name.entry(name.to_owned()).or_default();
+            if below {
+                entry.1 = true;
+            } else if !m.is_expired(now_ms) {
+                entry.0 = Some(String::from_utf8_lossy(&m.payload).into_owned());
+            }
+        }
+        by_name
+            .into_iter()
+            .filter(|(name, (m, below))| {
+                after.is_none_or(|a| name.as_str() > a) && (m.is_some() || *below)
+            })
+            .take(limit)
+            .map(|(name, (m, below))| (name, m, below))
+            .collect()
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Levels rich in the bytes that sort below '/'.
+        fn level() -> impl Strategy<Value = &'static str> {
+            proptest::sample::select(vec![
+                "", "a", "ab", "a-", "a-b", "a.", "a.b", "a!", "a ", "a0", "b", "é", "$SYS", "$",
+                "-",
+            ])
+        }
+
+        fn path(max: usize) -> impl Strategy<Value = String> {
+            proptest::collection::vec(level(), 0..=max).prop_map(|l| l.join("/"))
+        }
+
+        proptest! {
+            #[test]
+            fn children_agree_with_the_naive_listing(
+                topics in proptest::collection::vec((path(4), any::<bool>()), 0..40),
+                prefix in path(2),
+                after in proptest::option::of(level()),
+                page in 1usize..5,
+            ) {
+                let mut s = RetainedStore::default();
+                for (topic, expired) in topics.iter().filter(|(t, _)| !t.is_empty()) {
+                    let mut m = Message::new(topic, topic.as_bytes(), QoS::AtMostOnce, true);
+                    if *expired {
+                        m.expires_at_ms = Some(1);
+                    }
+                    s.apply(Arc::new(m));
+                }
+                let now = 10;
+                let expected = naive_children(&s, &prefix, after, usize::MAX, now);
+                prop_assert_eq!(
+                    listing(&s.children(&prefix, after, usize::MAX, now)),
+                    expected.clone()
+                );
+                // Page through with `after`, `page` children at a time.
+                let mut paged = Vec::new();
+                let mut cursor = after.map(str::to_owned);
+                loop {
+                    let got = s.children(&prefix, cursor.as_deref(), page, now);
+                    prop_assert_eq!(
+                        listing(&got),
+                        naive_children(&s, &prefix, cursor.as_deref(), page, now)
+                    );
+                    let Some(last) = got.last() else { break };
+                    cursor = Some(last.name.clone());
+                    paged.extend(listing(&got));
+                }
+                prop_assert_eq!(paged, expected);
+            }
+        }
     }
 }

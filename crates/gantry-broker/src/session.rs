@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use gantry_codec::{QoS, SubscriptionOptions};
 
+use crate::hooks::ClientInfo;
 use crate::message::Message;
 
 pub type SessionId = u64;
@@ -56,7 +57,8 @@ pub struct SubscriptionRecord {
 
 /// Wakes the connection task serving a session and tells it why. One small
 /// atomic word and a waker instead of a channel: an idle connection waits on
-/// it at the cost of a few bytes.
+/// it at the cost of a few bytes. Being the session's owner, it also says who
+/// is connected.
 pub struct ConnSignal {
     flags: AtomicU8,
     waker: AtomicWaker,
@@ -64,6 +66,11 @@ pub struct ConnSignal {
     pub keep_alive_ms: u64,
     /// Milliseconds since broker start when the client last sent anything.
     pub last_seen_ms: AtomicU64,
+    pub client: ClientInfo,
+    /// MQTT protocol level: 4 (3.1.1) or 5.
+    pub protocol_level: u8,
+    /// Unix milliseconds at which the client connected.
+    pub connected_at_ms: u64,
 }
 
 /// Why a connection was woken; several may be set at once.
@@ -79,12 +86,16 @@ pub mod wake {
 }
 
 impl ConnSignal {
-    pub fn new(keep_alive_ms: u64, now_ms: u64) -> Self {
+    /// `clock_ms` is the broker clock (see `Broker::clock_ms`).
+    pub fn new(keep_alive_ms: u64, clock_ms: u64, client: ClientInfo, protocol_level: u8) -> Self {
         Self {
             flags: AtomicU8::new(0),
             waker: AtomicWaker::new(),
             keep_alive_ms,
-            last_seen_ms: AtomicU64::new(now_ms),
+            last_seen_ms: AtomicU64::new(clock_ms),
+            client,
+            protocol_level,
+            connected_at_ms: crate::message::now_ms(),
         }
     }
 

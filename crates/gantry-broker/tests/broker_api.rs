@@ -109,3 +109,40 @@ async fn inspectors_transform_or_reject_with_a_dead_letter() {
     assert!(err.to_string().contains("wildcard"), "{err}");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn retained_namespace_can_be_browsed_and_searched() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path()), Hooks::default()).unwrap();
+    for topic in [
+        "acme/dallas/line-1/speed",
+        "acme/dallas/line-1",
+        "acme/dallas/line-2/speed",
+        "acme/austin/kiln/temp",
+    ] {
+        broker
+            .publish("t", topic, Bytes::from("1"), QoS::AtMostOnce, true)
+            .unwrap();
+    }
+    let children: Vec<gantry_broker::RetainedChild> =
+        broker.retained_children("acme/dallas", None, 10);
+    let rows: Vec<(&str, bool, bool)> = children
+        .iter()
+        .map(|c| (c.name.as_str(), c.message.is_some(), c.has_children))
+        .collect();
+    assert_eq!(rows, [("line-1", true, true), ("line-2", false, true)]);
+    let top = broker.retained_children("", None, 10);
+    assert_eq!(top.len(), 1, "only `acme`; no $SYS at the top level");
+    let after: Vec<String> = broker
+        .retained_children("acme", Some("austin"), 10)
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(after, ["dallas"]);
+
+    let (found, more) = broker.retained_search(1, |t| t.ends_with("/speed"));
+    assert_eq!(found.len(), 1);
+    assert_eq!(&*found[0].topic, "acme/dallas/line-1/speed");
+    assert!(more);
+    broker.shutdown().await;
+}

@@ -124,6 +124,14 @@ impl ContractInspector {
             .is_some_and(|m| m.tag_for_topic(topic).is_some())
     }
 
+    /// Runs `f` with the model in force (`None` without a model) and its
+    /// generation, under the read lock: readers such as the console index
+    /// it once per generation instead of copying it.
+    pub fn with_model<R>(&self, f: impl FnOnce(Option<&PlantModel>, u64) -> R) -> R {
+        let active = self.active_guard();
+        f(active.model.as_ref(), active.generation)
+    }
+
     /// Number of tags in the model in force (0 without a model).
     pub fn tag_count(&self) -> usize {
         self.current().model.as_ref().map_or(0, |m| m.tag_count())

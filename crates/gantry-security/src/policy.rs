@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::pattern::Subject;
+use crate::pattern::{AclPattern, Subject};
 use crate::role::{Action, Permission, Role, builtin_roles};
 use crate::store::{Identity, IdentityKind, SecurityFile};
 
@@ -159,6 +159,54 @@ impl Policy {
             ),
         }
     }
+
+    /// True when `identity` (None = anonymous) holds a subscribe permission
+    /// whose pattern could match some topic at or below `path` (a topic-like
+    /// path without wildcards; "" = the root). Used to show namespace nodes on
+    /// the way down to what the identity may read (a device role granted
+    /// `+/+/+/+/${identity}/#` sees `acme` and `acme/dallas` as nodes).
+    /// `${client_id}` takes the console's client id, "console".
+    pub fn may_read_below(&self, identity: Option<&str>, path: &str) -> bool {
+        let subject = Subject {
+            identity,
+            client_id: CONSOLE_CLIENT_ID,
+        };
+        let reads_below = |p: &Permission| {
+            p.action == Action::Subscribe && reaches_below(&p.pattern, path, subject)
+        };
+        match identity {
+            None => self.anonymous.permissions.iter().any(reads_below),
+            Some(name) => self.principals.get(name).is_some_and(|principal| {
+                !principal.disabled
+                    && principal
+                        .roles
+                        .iter()
+                        .any(|r| r.permissions.iter().any(reads_below))
+            }),
+        }
+    }
+}
+
+/// The client id that `${client_id}` takes in [`Policy::may_read_below`]:
+/// the HTTP console's.
+const CONSOLE_CLIENT_ID: &str = "console";
+
+/// True when `pattern` could match `path` or a topic below it: its first
+/// levels, as many as `path` has (or up to its `#`), match `path`. Reusing
+/// [`AclPattern::matches_topic`] on that prefix keeps placeholders and the
+/// `$` rule exactly as in every other check.
+fn reaches_below(pattern: &AclPattern, path: &str, subject: Subject<'_>) -> bool {
+    if path.is_empty() {
+        return true;
+    }
+    let depth = path.split('/').count();
+    let mut levels: Vec<&str> = pattern.as_str().split('/').take(depth).collect();
+    if let Some(multi) = levels.iter().position(|l| *l == "#") {
+        levels.truncate(multi + 1);
+    } else if levels.len() < depth {
+        return false;
+    }
+    AclPattern::parse(&levels.join("/")).is_ok_and(|p| p.matches_topic(path, subject))
 }
 
 fn principal(identity: &Identity, roles: &HashMap<String, Arc<Role>>) -> Principal {
@@ -311,6 +359,124 @@ mod tests {
         );
         assert!(!policy.check(None, "x", Action::Subscribe, "acme/#").allowed);
         assert!(!policy.check(None, "x", Action::Publish, DATA).allowed);
+    }
+
+    #[test]
+    fn builtin_roles_read_below_the_paths_on_the_way_to_their_grants() {
+        let policy = Policy::new(
+            &file(&[
+                ("ida", "it-analyst"),
+                ("filler", "device"),
+                ("sec", "security-officer"),
+            ]),
+            AnonymousAccess::default(),
+        );
+        let below = |who: &str, path: &str| policy.may_read_below(Some(who), path);
+        for path in ["", "acme", "acme/dallas", DATA, "$SYS", "$SYS/broker"] {
+            assert!(below("ida", path), "ida: {path:?}");
+        }
+        assert!(!below("ida", "$admin"));
+
+        for path in [
+            "",
+            "acme",
+            "acme/dallas",
+            "acme/dallas/packaging/line-1",
+            "acme/dallas/packaging/line-1/filler",
+            DATA,
+            "acme/dallas/packaging/line-1/cell-1/filler/speed",
+            "other/site/area/line",
+        ] {
+            assert!(below("filler", path), "filler: {path:?}");
+        }
+        for path in [
+            "acme/dallas/packaging/line-1/capper/speed",
+            "acme/dallas/packaging/line-1/cell-1/capper",
+            "$SYS",
+            "$SYS/broker",
+        ] {
+            assert!(!below("filler", path), "filler: {path:?}");
+        }
+        // A cell may be called like the device: its own equipment can lie below.
+        assert!(below("filler", "acme/dallas/packaging/line-1/capper"));
+
+        for path in [
+            "",
+            "acme",
+            "acme/_dlq",
+            "acme/_dlq/x/y",
+            "$SYS",
+            "$SYS/broker",
+        ] {
+            assert!(below("sec", path), "sec: {path:?}");
+        }
+        // Admin grants are not reads; `+` does not reach `$` topics.
+        for path in ["acme/dallas", DATA, "$admin", "$admin/users", "$x/_dlq"] {
+            assert!(!below("sec", path), "sec: {path:?}");
+        }
+    }
+
+    #[test]
+    fn reading_below_follows_each_pattern_level() {
+        let role = |name: &str, permissions: &[&str]| Role {
+            name: name.into(),
+            description: String::new(),
+            permissions: permissions.iter().map(|p| p.parse().unwrap()).collect(),
+            builtin: false,
+        };
+        let mut f = file(&[("stats", "stats"), ("own", "own"), ("writer", "writer")]);
+        f.roles = vec![
+            role("stats", &["subscribe:$SYS/#"]),
+            role(
+                "own",
+                &["subscribe:clients/${client_id}/#", "subscribe:exact/topic"],
+            ),
+            role("writer", &["publish:#"]),
+        ];
+        let policy = Policy::new(&f, AnonymousAccess::default());
+        let below = |who: &str, path: &str| policy.may_read_below(Some(who), path);
+        // A `$SYS` grant makes `$SYS` readable, not `acme`.
+        assert!(below("stats", "$SYS/broker/clients"));
+        assert!(!below("stats", "acme"));
+        assert!(!below("stats", "$SYSTEM"));
+        // `${client_id}` is the console's.
+        assert!(below("own", "clients"));
+        assert!(below("own", "clients/console/x"));
+        assert!(!below("own", "clients/plc-1"));
+        // A pattern without `#` ends where it ends.
+        assert!(below("own", "exact"));
+        assert!(below("own", "exact/topic"));
+        assert!(!below("own", "exact/topic/below"));
+        assert!(!below("own", "exact/other"));
+        // Only subscribe permissions count.
+        assert!(!below("writer", "acme"));
+        assert!(!below("writer", ""));
+        // Unknown identities read nothing.
+        assert!(!policy.may_read_below(Some("ghost"), ""));
+        assert!(!policy.may_read_below(None, ""));
+    }
+
+    #[test]
+    fn anonymous_and_disabled_reading_below() {
+        let mut f = file(&[("ada", "admin")]);
+        f.identities[0].disabled = true;
+        let policy = Policy::new(
+            &f,
+            AnonymousAccess {
+                permissions: vec![
+                    "subscribe:acme/dallas/#".parse().unwrap(),
+                    "publish:acme/austin/#".parse().unwrap(),
+                ],
+                loopback_only: false,
+            },
+        );
+        assert!(!policy.may_read_below(Some("ada"), ""));
+        assert!(!policy.may_read_below(Some("ada"), "acme"));
+        for path in ["", "acme", "acme/dallas", "acme/dallas/x/y"] {
+            assert!(policy.may_read_below(None, path), "{path:?}");
+        }
+        assert!(!policy.may_read_below(None, "acme/austin"));
+        assert!(!policy.may_read_below(None, "other"));
     }
 
     #[test]

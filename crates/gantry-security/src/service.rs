@@ -149,6 +149,15 @@ impl Security {
             .check(identity, client_id, action, target)
     }
 
+    /// Whether `identity` may read anything at or below `path`, by the policy
+    /// in force: see [`Policy::may_read_below`].
+    pub fn may_read_below(&self, identity: Option<&str>, path: &str) -> bool {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .may_read_below(identity, path)
+    }
+
     /// Re-reads the security file if it changed since it was loaded. A file
     /// that cannot be read or has problems is refused (logged and audited)
     /// and the policy in force stays. Returns true when a new policy is in

@@ -46,6 +46,8 @@ pub struct GantryConfig {
     /// default, or PostgreSQL).
     #[serde(default)]
     pub historian: gantry_historian::HistorianConfig,
+    /// The web console and HTTP API (off unless configured).
+    pub console: Option<crate::console::ConsoleConfig>,
 }
 
 /// `[contracts]`: validation of every publish against the plant model.

@@ -6,6 +6,7 @@ mod audit_cmd;
 mod cert;
 mod check;
 mod config;
+mod console;
 mod contracts;
 mod history;
 mod history_cmd;
@@ -71,6 +72,9 @@ enum Command {
         /// Simulator seed: the same seed replays the same plant.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The web console and HTTP API (HTTP on 127.0.0.1); 0 picks a free port.
+        #[arg(long, default_value_t = 8080)]
+        console_port: u16,
     },
     /// Check site models (optionally against an enterprise standard), or
     /// compare two versions of a standard with --compat.
@@ -133,8 +137,17 @@ fn main() -> ExitCode {
             ws_port,
             modbus_base_port,
             seed,
-        } => runtime()
-            .and_then(|rt| rt.block_on(demo(data_dir, mqtt_port, ws_port, modbus_base_port, seed))),
+            console_port,
+        } => runtime().and_then(|rt| {
+            rt.block_on(demo(DemoPorts {
+                data_dir,
+                mqtt_port,
+                ws_port,
+                modbus_base_port,
+                seed,
+                console_port,
+            }))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -281,6 +294,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let mut inspectors: Vec<Arc<dyn PublishInspector>> =
         contracts.iter().map(Contracts::as_inspector).collect();
     inspectors.push(write_gate);
+    let tag_sources = console::tag_sources(&modbus_devices, &opcua_servers);
     // Released writes reach the Modbus device that owns the tag.
     let (modbus_devices, command_router, write_outcomes) =
         sources::CommandRouter::for_devices(modbus_devices);
@@ -296,15 +310,31 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     if let Some(h) = &historian {
         observers.push(h.recorder());
     }
+    let kpi_definitions = kpi_config.clone().map(Arc::new);
     let live_kpis = kpi_config.map(kpi_live::prepare).map(|(feed, live)| {
         observers.push(feed);
         live
+    });
+    let live_hub = config.console.as_ref().map(|_| {
+        let hub = gantry_console::LiveHub::new();
+        observers.push(hub.clone());
+        hub
     });
     let hooks = Hooks {
         authenticator: security.clone(),
         authorizer: security.clone(),
         inspectors,
         observers,
+    };
+    let console_https = match config.console.as_ref().and_then(|c| c.https_bind) {
+        Some(addr) => match &tls {
+            Some(tls) => Some((addr, tls.clone())),
+            None => anyhow::bail!(
+                "{}: [console] https_bind needs a [tls] section with the server's `cert` and `key`",
+                path.display()
+            ),
+        },
+        None => None,
     };
     let mut broker_config = config.broker_config();
     broker_config.tls = tls;
@@ -318,8 +348,31 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     if let Some(h) = &historian {
         history::spawn_status(&broker, h, sys_interval);
     }
-    if let Some(live) = live_kpis {
-        kpi_live::spawn(live, &broker, historian.clone());
+    let kpi_engine = live_kpis.map(|live| kpi_live::spawn(live, &broker, historian.clone()));
+    if let (Some(console_config), Some(live)) = (&config.console, live_hub) {
+        if console_config.bind.is_none() && console_https.is_none() {
+            anyhow::bail!(
+                "{}: [console] needs `https_bind` (with [tls]) or `bind` (plain HTTP)",
+                path.display()
+            );
+        }
+        let parts = console::Parts {
+            live,
+            security: security.clone(),
+            security_store: SecurityStore::in_data_dir(&config.data_dir),
+            contracts: contracts.as_ref().map(|c| c.inspector.clone()),
+            historian: historian.clone(),
+            kpi: kpi_definitions
+                .zip(kpi_engine)
+                .map(|(config, engine)| gantry_console::KpiAccess { config, engine }),
+            sources: tag_sources,
+            settings: console_config.settings(),
+        };
+        let listeners = gantry_console::Listeners {
+            http: console_config.bind,
+            https: console_https,
+        };
+        console::start(&broker, parts, listeners).await?;
     }
     if let Some(sim) = config.simulator.as_ref().filter(|s| s.enabled) {
         let machines = match &model {
@@ -421,14 +474,27 @@ fn warn_plain_listeners(bound: &gantry_broker::BoundAddrs) {
     }
 }
 
-async fn demo(
+/// The demo's command-line settings.
+struct DemoPorts {
     data_dir: PathBuf,
     mqtt_port: u16,
     ws_port: u16,
     modbus_base_port: u16,
     seed: u64,
-) -> anyhow::Result<()> {
+    console_port: u16,
+}
+
+async fn demo(ports: DemoPorts) -> anyhow::Result<()> {
+    let DemoPorts {
+        data_dir,
+        mqtt_port,
+        ws_port,
+        modbus_base_port,
+        seed,
+        console_port,
+    } = ports;
     let model = PlantModel::demo();
+    let logins = console::demo_logins(&data_dir)?;
     let mut config = BrokerConfig::new(&data_dir);
     config.mqtt_bind = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, mqtt_port)));
     config.websocket_bind = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, ws_port)));
@@ -474,10 +540,13 @@ async fn demo(
         .iter()
         .map(|h| h.recorder() as Arc<dyn gantry_broker::hooks::PublishObserver>)
         .collect();
+    let kpi_definitions = kpi_config.clone().map(Arc::new);
     let live_kpis = kpi_config.map(kpi_live::prepare).map(|(feed, live)| {
         observers.push(feed);
         live
     });
+    let live_hub = gantry_console::LiveHub::new();
+    observers.push(live_hub.clone());
     let hooks = Hooks {
         authenticator: security.clone(),
         authorizer: security.clone(),
@@ -494,9 +563,7 @@ async fn demo(
     if let Some(h) = &historian {
         history::spawn_status(&broker, h, sys_interval);
     }
-    if let Some(live) = live_kpis {
-        kpi_live::spawn(live, &broker, historian.clone());
-    }
+    let kpi_engine = live_kpis.map(|live| kpi_live::spawn(live, &broker, historian.clone()));
     // The machines are simulated PLCs on Modbus TCP, polled by the Modbus
     // connector with the `[[modbus]]` devices of the demo plant file.
     let mut devices = gantry_connectors::modbus::parse_devices(
@@ -505,11 +572,44 @@ async fn demo(
         &model,
     )
     .map_err(|e| anyhow::anyhow!("the demo plant's Modbus devices:\n{e}"))?;
+    let parts = console::Parts {
+        live: live_hub,
+        security: security.clone(),
+        security_store: SecurityStore::in_data_dir(&data_dir),
+        contracts: Some(contracts.inspector.clone()),
+        historian: historian.clone(),
+        kpi: kpi_definitions
+            .zip(kpi_engine)
+            .map(|(config, engine)| gantry_console::KpiAccess { config, engine }),
+        sources: console::tag_sources(&devices, &[]),
+        settings: gantry_console::ConsoleSettings::default(),
+    };
+    let console_bound = console::start(
+        &broker,
+        parts,
+        gantry_console::Listeners {
+            http: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, console_port))),
+            https: None,
+        },
+    )
+    .await?;
+    let console_url = console_bound
+        .http
+        .map_or_else(|| "(not running)".to_owned(), |a| format!("http://{a}/"));
+    let login_lines: Vec<String> = logins
+        .iter()
+        .map(|(user, role, password)| match password {
+            Some(p) => format!("  user {user:<9} password {p}   ({role})"),
+            None => format!("  user {user:<9} (password set outside the demo)   ({role})"),
+        })
+        .collect();
     sources::start_simulated_plcs(&broker, &model, &mut devices, modbus_base_port, seed).await?;
     let plc_ports: Vec<String> = devices.iter().map(|d| d.port.to_string()).collect();
     sources::spawn_modbus(&broker, devices.into_iter().map(|d| (d, None)).collect());
     println!(
-        "\nGantry demo plant is running: enterprise {}, {} machines, {} tags, data in {}.\n\
+        "\nGantry demo plant is running: enterprise {}, {} machines, {} tags, data in {}.\n\n\
+         Open the console: {console_url}\n\
+         Log in with one of (kept in {data}/console-logins.txt):\n{logins}\n\n\
          The machines are simulated PLCs on Modbus TCP (127.0.0.1 ports {}), polled by the\n\
          Modbus connector (register map: docs/demo-plant.md).\n\
          Next, in another terminal:\n  \
@@ -527,6 +627,7 @@ async fn demo(
         data_dir.display(),
         plc_ports.join(", "),
         data = data_dir.display(),
+        logins = login_lines.join("\n"),
     );
     let result = wait_for_shutdown(&broker, Some(&contracts)).await;
     history::stop(historian).await;
