@@ -2,7 +2,7 @@
 # Runs Gantry's whole test suite: unit and integration tests (cargo), then the
 # interop suite against independent peers (mosquitto clients, paho-mqtt,
 # pymodbus, asyncua) and the historian's PostgreSQL tests against a local
-# PostgreSQL server.
+# PostgreSQL server, then the console's end-to-end tests in headless Chromium.
 # Installs the peers it needs when they are missing (Debian + pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,9 @@ command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 if ! command -v pg_lsclusters >/dev/null 2>&1 || ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
   need_apt+=(postgresql)
 fi
+# The console's end-to-end tests run in Debian's Chromium (Node.js and npm
+# are on the machine; playwright-core comes from tests/e2e/package-lock.json).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -41,3 +44,6 @@ fi
 cargo build --workspace --all-targets
 cargo test --workspace
 GANTRY_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/gantry" python3 -m pytest tests/interop -q
+# The console in a real browser: log in, tree, live values, trend, OEE
+# drill-down, dead letters; screenshots go to $E2E_ARTIFACTS.
+GANTRY_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/gantry" ./tests/e2e/run.sh

@@ -29,6 +29,8 @@ use crate::state::SharedState;
 pub const COOKIE_NAME: &str = "gantry_session";
 /// The client id the policy sees for API calls (`${client_id}` in patterns).
 pub const API_CLIENT_ID: &str = "console";
+/// At most one audited API denial per identity in this window.
+pub const DENIAL_AUDIT_WINDOW_MS: u64 = 10_000;
 /// More live sessions than this and the oldest are dropped.
 const MAX_SESSIONS: usize = 10_000;
 
@@ -48,6 +50,8 @@ pub struct Sessions {
     ttl: Duration,
     by_hash: Mutex<HashMap<[u8; 32], Session>>,
     rng: SystemRandom,
+    /// Per identity: when a denial was last audited, and how many since.
+    denials: Mutex<HashMap<Arc<str>, (u64, u64)>>,
 }
 
 fn token_hash(token: &str) -> [u8; 32] {
@@ -73,6 +77,7 @@ impl Sessions {
             ttl,
             by_hash: Mutex::new(HashMap::new()),
             rng: SystemRandom::new(),
+            denials: Mutex::new(HashMap::new()),
         }
     }
 
@@ -126,6 +131,23 @@ impl Sessions {
             .map(|s| s.identity)
     }
 
+    /// Whether a denial for `identity` is to be audited now; if so, how many
+    /// were not recorded since the last one.
+    fn denial_due(&self, identity: &Arc<str>) -> Option<u64> {
+        let now = now_ms();
+        let mut denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+        if denials.len() > 10_000 {
+            denials.retain(|_, (last, _)| now.saturating_sub(*last) < DENIAL_AUDIT_WINDOW_MS);
+        }
+        let (last, suppressed) = denials.entry(identity.clone()).or_insert((0, 0));
+        if now.saturating_sub(*last) < DENIAL_AUDIT_WINDOW_MS {
+            *suppressed += 1;
+            return None;
+        }
+        *last = now;
+        Some(std::mem::take(suppressed))
+    }
+
     pub fn len(&self) -> usize {
         self.by_hash.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -174,6 +196,23 @@ impl FromRequestParts<SharedState> for Caller {
         let session = state.sessions.find(&token).ok_or_else(|| {
             ApiError::Unauthorized("the session has expired or was ended: log in again".into())
         })?;
+        // A session ends with its identity: removed or disabled since login.
+        let policy = state.security().policy();
+        match policy.principal(&session.identity) {
+            Some(p) if !p.disabled => {}
+            Some(_) => {
+                return Err(ApiError::Unauthorized(format!(
+                    "identity {:?} is disabled",
+                    &*session.identity
+                )));
+            }
+            None => {
+                return Err(ApiError::Unauthorized(format!(
+                    "identity {:?} no longer exists",
+                    &*session.identity
+                )));
+            }
+        }
         let peer = parts
             .extensions
             .get::<ConnectInfo<crate::PeerAddr>>()
@@ -213,7 +252,13 @@ impl Caller {
         state.security().may_read_below(Some(&self.identity), path)
     }
 
+    /// Audits a denied request: at most one record per identity per
+    /// [`DENIAL_AUDIT_WINDOW_MS`], the next one carrying the count in between
+    /// (a console left open on a forbidden page must not flood the log).
     pub fn audit_denial(&self, state: &SharedState, action: Action, target: &str, reason: &str) {
+        let Some(suppressed) = state.sessions.denial_due(&self.identity) else {
+            return;
+        };
         if let Some(audit) = state.security().audit() {
             audit.append(
                 AuditEvent::new(
@@ -225,7 +270,8 @@ impl Caller {
                 )
                 .source(source(self.peer))
                 .target(target)
-                .reason(reason.to_owned()),
+                .reason(reason.to_owned())
+                .details(serde_json::json!({ "denials_not_recorded_since_last": suppressed })),
             );
         }
     }

@@ -130,6 +130,7 @@ pub struct Node {
     pub modeled: bool,
     pub live: Option<Live>,
     pub contract: Option<Contract>,
+    pub source: Option<SourceRef>,
 }
 
 #[derive(Debug, Serialize)]
@@ -224,6 +225,7 @@ pub async fn browse(
         children.push(Node {
             live: live_for(&state, &caller, message),
             contract: index.tag(&child_path).map(|t| t.contract.clone()),
+            source: state.deps.sources.get(&child_path).cloned(),
             modeled: index.kind(&child_path).is_some(),
             name,
             path: child_path,
