@@ -129,3 +129,170 @@ pub async fn audit(
         serde_json::json!({ "records": records, "chain": chain }),
     ))
 }
+
+/// `POST /api/v1/users/{name}/disable` and `…/enable` body, and
+/// `POST /api/v1/users/{name}/roles`.
+#[derive(Debug, Deserialize)]
+pub struct RoleChange {
+    /// Give the identity this role.
+    pub grant: Option<String>,
+    /// Take this role from the identity.
+    pub revoke: Option<String>,
+}
+
+/// Applies one change to an identity in the security file, audits it with
+/// the caller as the actor, and puts the new policy in force at once.
+fn change_identity(
+    state: &SharedState,
+    caller: &Caller,
+    name: &str,
+    event: (&str, &str),
+    details: serde_json::Value,
+    change: impl FnOnce(&mut gantry_security::Identity) -> Result<(), String>,
+) -> ApiResult<()> {
+    let now = gantry_broker::message::now_ms();
+    let mut change = Some(change);
+    store(state)
+        .update(|f| {
+            let identity = f.identity_mut(name).ok_or_else(|| {
+                gantry_security::StoreError::Refused(format!("no identity {name:?}"))
+            })?;
+            if let Some(change) = change.take() {
+                change(identity).map_err(gantry_security::StoreError::Refused)?;
+            }
+            identity.updated_ms = now;
+            Ok(())
+        })
+        .map_err(|e| match e {
+            gantry_security::StoreError::Refused(m) if m.starts_with("no identity") => {
+                ApiError::NotFound(m)
+            }
+            gantry_security::StoreError::Refused(m) => ApiError::BadRequest(m),
+            e => ApiError::internal("security file", e),
+        })?;
+    if let Some(audit) = state.security().audit() {
+        audit.append(
+            gantry_security::audit::AuditEvent::new(
+                gantry_security::audit::Category::UserAdmin,
+                event.0,
+                gantry_security::audit::Actor::human(caller.identity.to_string(), "session"),
+                event.1,
+                true,
+            )
+            .target(name.to_owned())
+            .details(details),
+        );
+    }
+    state.security().refresh();
+    Ok(())
+}
+
+/// `POST /api/v1/users/{name}/disable`.
+pub async fn disable_user(
+    State(state): State<SharedState>,
+    caller: Caller,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    set_disabled(&state, &caller, &name, true)
+}
+
+/// `POST /api/v1/users/{name}/enable`.
+pub async fn enable_user(
+    State(state): State<SharedState>,
+    caller: Caller,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    set_disabled(&state, &caller, &name, false)
+}
+
+fn set_disabled(
+    state: &SharedState,
+    caller: &Caller,
+    name: &str,
+    disable: bool,
+) -> ApiResult<Json<serde_json::Value>> {
+    caller.require(state, Action::Admin, resource::USERS)?;
+    if disable && name == &*caller.identity {
+        return Err(ApiError::BadRequest(
+            "you cannot disable the identity you are logged in as".into(),
+        ));
+    }
+    let event = if disable {
+        ("user-disabled", "disable-user")
+    } else {
+        ("user-enabled", "enable-user")
+    };
+    change_identity(state, caller, name, event, serde_json::Value::Null, |i| {
+        i.disabled = disable;
+        Ok(())
+    })?;
+    Ok(Json(
+        serde_json::json!({ "name": name, "disabled": disable }),
+    ))
+}
+
+/// `POST /api/v1/users/{name}/roles` with `{"grant": "role"}` or
+/// `{"revoke": "role"}`.
+pub async fn change_roles(
+    State(state): State<SharedState>,
+    caller: Caller,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    caller.require(&state, Action::Admin, resource::USERS)?;
+    crate::auth::require_json(&headers)?;
+    let change: RoleChange = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body must be {{\"grant\": \"ROLE\"}} or {{\"revoke\": \"ROLE\"}}: {e}"
+        ))
+    })?;
+    let (role, grant) = match (change.grant, change.revoke) {
+        (Some(r), None) => (r, true),
+        (None, Some(r)) => (r, false),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of \"grant\" and \"revoke\"".into(),
+            ));
+        }
+    };
+    let known = builtin_roles().iter().any(|r| r.name == role)
+        || store(&state)
+            .load()
+            .map_err(|e| ApiError::internal("security file", e))?
+            .role_exists(&role);
+    if grant && !known {
+        return Err(ApiError::BadRequest(format!(
+            "no role {role:?} (see GET /api/v1/roles)"
+        )));
+    }
+    let event = if grant {
+        ("role-granted", "grant-role")
+    } else {
+        ("role-revoked", "revoke-role")
+    };
+    let mut roles = Vec::new();
+    change_identity(
+        &state,
+        &caller,
+        &name,
+        event,
+        serde_json::json!({ "role": role }),
+        |i| {
+            if grant {
+                if !i.roles.contains(&role) {
+                    i.roles.push(role.clone());
+                }
+            } else {
+                let before = i.roles.len();
+                i.roles.retain(|r| r != &role);
+                if i.roles.len() == before {
+                    return Err(format!("identity {name:?} does not hold role {role:?}"));
+                }
+            }
+            roles = i.roles.clone();
+            Ok(())
+        },
+    )?;
+    Ok(Json(serde_json::json!({ "name": name, "roles": roles })))
+}

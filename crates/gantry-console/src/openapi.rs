@@ -389,6 +389,13 @@ pub fn document() -> serde_json::Value {
                 param
             })
             .collect();
+        let mut parameters = parameters;
+        if e.path.contains("{name}") {
+            parameters.push(serde_json::json!({
+                "name": "name", "in": "path", "required": true,
+                "description": "The identity's name.", "schema": {"type": "string"},
+            }));
+        }
         let content = match e.produces {
             Some(t) => serde_json::json!({ t: {"schema": {"type": "string"}} }),
             None => serde_json::json!({"application/json": {"schema": {"type": "object"}}}),
@@ -433,6 +440,12 @@ pub fn document() -> serde_json::Value {
         if matches!(e.permission, Permission::Public) {
             op["security"] = serde_json::json!([]);
         }
+        if e.path.ends_with("/roles") && e.method == "post" {
+            op["requestBody"] = serde_json::json!({
+                "required": true,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RoleChange"}}},
+            });
+        }
         if e.path == "/api/v1/login" {
             op["requestBody"] = serde_json::json!({
                 "required": true,
@@ -474,6 +487,10 @@ pub fn document() -> serde_json::Value {
                             "message": {"type": "string"},
                         },
                     }},
+                },
+                "RoleChange": {
+                    "type": "object",
+                    "properties": {"grant": {"type": "string"}, "revoke": {"type": "string"}},
                 },
                 "Login": {
                     "type": "object",
