@@ -117,6 +117,10 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Retained topics one stretch of [`Broker::retained_search`] looks at
+/// under the store's read lock.
+pub const SEARCH_STRETCH: usize = 4_096;
+
 impl Broker {
     /// Opens the data directory, recovers retained messages and persistent
     /// sessions, and returns a broker with no listeners yet. Must run inside a
@@ -650,14 +654,31 @@ impl Broker {
     }
 
     /// Up to `limit` retained messages (in topic order) whose topic satisfies
-    /// `pred`, and whether more matched. Walks the whole store under its read
-    /// lock, so `pred` should be cheap.
+    /// `pred`, and whether more matched. Walks the store in stretches of
+    /// [`SEARCH_STRETCH`] topics, taking the read lock once per stretch, so a
+    /// search of a large namespace never holds back retained publishes for
+    /// long.
     pub fn retained_search(
         &self,
         limit: usize,
-        pred: impl FnMut(&str) -> bool,
+        mut pred: impl FnMut(&str) -> bool,
     ) -> (Vec<Arc<Message>>, bool) {
-        read(&self.inner.retained).search(limit, now_ms(), pred)
+        let mut found = Vec::new();
+        let mut resume: Option<String> = None;
+        loop {
+            let (more, next) = read(&self.inner.retained).search_chunk(
+                resume.as_deref(),
+                SEARCH_STRETCH,
+                limit,
+                now_ms(),
+                &mut found,
+                &mut pred,
+            );
+            match next {
+                Some(n) if !more => resume = Some(n),
+                _ => return (found, more),
+            }
+        }
     }
 
     pub fn stats(&self) -> StatsSnapshot {

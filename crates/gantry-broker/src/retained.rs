@@ -179,7 +179,8 @@ impl RetainedStore {
     }
 
     /// Up to `limit` topics (in order) for which `pred(topic)` is true, and
-    /// whether more matched. Skips expired messages.
+    /// whether more matched, in one pass. Skips expired messages.
+    #[cfg(test)]
     pub fn search(
         &self,
         limit: usize,
@@ -187,16 +188,56 @@ impl RetainedStore {
         mut pred: impl FnMut(&str) -> bool,
     ) -> (Vec<Arc<Message>>, bool) {
         let mut found = Vec::new();
-        for (topic, msg) in &self.by_topic {
+        let mut resume = None;
+        loop {
+            let (more, next) = self.search_chunk(
+                resume.as_deref(),
+                usize::MAX,
+                limit,
+                now_ms,
+                &mut found,
+                &mut pred,
+            );
+            match next {
+                Some(n) if !more => resume = Some(n),
+                _ => return (found, more),
+            }
+        }
+    }
+
+    /// One stretch of a search: looks at up to `max_scan` topics after
+    /// `after` (from the start with `None`), adding matches to `found` until
+    /// it holds `limit`. Returns whether a match beyond `limit` was seen, and
+    /// the last topic looked at when the store goes on past this stretch.
+    pub fn search_chunk(
+        &self,
+        after: Option<&str>,
+        max_scan: usize,
+        limit: usize,
+        now_ms: u64,
+        found: &mut Vec<Arc<Message>>,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> (bool, Option<String>) {
+        let start = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut last: Option<&str> = None;
+        let range = self.by_topic.range::<str, _>((start, Bound::Unbounded));
+        for (scanned, (topic, msg)) in range.enumerate() {
+            if scanned == max_scan.max(1) {
+                return (false, last.map(str::to_owned));
+            }
+            last = Some(topic);
             if msg.is_expired(now_ms) || !pred(topic) {
                 continue;
             }
             if found.len() == limit {
-                return (found, true);
+                return (true, None);
             }
             found.push(msg.clone());
         }
-        (found, false)
+        (false, None)
     }
 
     /// Drops expired messages; returns how many.
@@ -388,6 +429,32 @@ mod tests {
         let (found, more) = s.search(10, now, |_| true);
         assert_eq!(found.len(), 2);
         assert!(!more);
+    }
+
+    #[test]
+    fn a_search_in_stretches_finds_what_one_pass_finds() {
+        let mut s = RetainedStore::default();
+        for i in 0..50 {
+            s.apply(msg(&format!("p/{i:02}/x"), "1"));
+        }
+        for limit in [1, 7, 30, 100] {
+            let (whole, more) = s.search(limit, 0, |t| t.contains('3') || t.contains('7'));
+            let mut found = Vec::new();
+            let mut resume: Option<String> = None;
+            let stretched_more = loop {
+                let (m, next) = s.search_chunk(resume.as_deref(), 3, limit, 0, &mut found, |t| {
+                    t.contains('3') || t.contains('7')
+                });
+                match next {
+                    Some(n) if !m => resume = Some(n),
+                    _ => break m,
+                }
+            };
+            let a: Vec<&str> = whole.iter().map(|m| &*m.topic).collect();
+            let b: Vec<&str> = found.iter().map(|m| &*m.topic).collect();
+            assert_eq!(a, b, "limit {limit}");
+            assert_eq!(more, stretched_more, "limit {limit}");
+        }
     }
 
     #[test]

@@ -130,9 +130,22 @@ function truncate(s, n) {
   return s.length > n ? `${s.slice(0, n - 1)}…` : s;
 }
 
+const KPI_UNITS = {
+  oee: 'ratio', availability: 'ratio', effectiveness: 'ratio', quality: 'ratio', scrap_ratio: 'ratio',
+  technical_efficiency: 'ratio', throughput: 'units/h', mtbf: 'min', mttr: 'min', energy_per_good_unit: 'kWh/unit',
+};
+
+/** How to show a published KPI (`<path>/_kpi/<name>`), which has no data contract. */
+function kpiContract(path) {
+  const m = /\/_kpi\/([a-z_]+)$/.exec(path || '');
+  if (!m || !KPI_UNITS[m[1]]) return null;
+  return KPI_UNITS[m[1]] === 'ratio' ? { type: 'ratio' } : { type: 'float', unit: KPI_UNITS[m[1]] };
+}
+
 /** A live value as text, with the contract's unit. */
 function fmtValue(v, contract) {
   if (v === null || v === undefined) return '—';
+  if (typeof v === 'number' && contract && contract.type === 'ratio') return fmtPct(v);
   if (typeof v === 'number') return withUnit(fmtNum(v, contract && contract.type), contract && contract.unit);
   if (typeof v === 'boolean') return v ? 'true' : 'false';
   if (typeof v === 'string') return v === '' ? '(empty)' : truncate(v, 200);
@@ -159,6 +172,7 @@ function fmtTime(ms, withSeconds = true) {
 function fmtAge(ms) {
   if (!Number.isFinite(ms)) return '';
   const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 1) return 'now';
   if (s < 60) return `${s} s ago`;
   const m = Math.floor(s / 60);
   if (m < 60) return `${m} min ago`;
@@ -177,8 +191,12 @@ function fmtDuration(ms) {
   return `${nf1.format(ms / 86_400_000)} d`;
 }
 
+/** A JSON field name as a label ("points_bad" → "Points bad"); data keys stay as they are. */
 function humanKey(k) {
-  return String(k).replace(/_/g, ' ');
+  const t = String(k);
+  if (!/^[a-z][a-z0-9_]*$/.test(t)) return t;
+  const words = t.replace(/_/g, ' ');
+  return words.charAt(0).toUpperCase() + words.slice(1);
 }
 
 function lastSegment(path) {
@@ -546,11 +564,13 @@ function pageTitle(ctx, text, opts = {}) {
 
 /**
  * One Server-Sent Events stream for `paths` (at most MAX_WATCH). Calls
- * onChanges(changes) for every `changes` event and onStatus(state, hello)
- * with state = connecting | live | reconnecting | down. Closed with the page.
+ * onChanges(changes) for every `changes` event, onStatus(state, hello)
+ * with state = connecting | live | reconnecting | down, and onHello(again)
+ * each time the feed starts. Closed with the page.
  */
-function openLive(ctx, paths, { onChanges, onStatus = () => {} }) {
+function openLive(ctx, paths, { onChanges, onStatus = () => {}, onHello = () => {} }) {
   let es = null;
+  let hellos = 0;
   let closed = false;
   let retry = null;
   let backoff = 2000;
@@ -561,7 +581,10 @@ function openLive(ctx, paths, { onChanges, onStatus = () => {} }) {
     onStatus('connecting');
     es.addEventListener('hello', (ev) => {
       backoff = 2000;
+      hellos += 1;
       onStatus('live', safeJson(ev.data));
+      // Changes made before the feed (re)started are not replayed: let the page catch up.
+      onHello(hellos > 1);
     });
     es.addEventListener('changes', (ev) => {
       const d = safeJson(ev.data);
@@ -696,6 +719,10 @@ async function logout() {
   }
   session.me = null;
   session.returnTo = null;
+  // The next user of this tab starts from a clean tree.
+  treeMemory.expanded.clear();
+  treeMemory.focused = null;
+  treeMemory.save();
   renderHeader();
   location.hash = '#/login';
 }
@@ -789,13 +816,6 @@ function highlighted(text, words) {
   return frag;
 }
 
-function valueChip(live, contract) {
-  const v = live ? live.value : null;
-  const el = h('span', { class: 'tval' }, fmtValue(v, contract));
-  if (typeof v === 'string' && contract && contract.type === 'enum') el.dataset.state = cssToken(v);
-  return el;
-}
-
 async function pageTree(ctx, params) {
   if (!can('read')) {
     ctx.main.append(pageTitle(ctx, 'Namespace'), notice('warn', 'Not allowed', 'Your roles do not allow reading plant data.'));
@@ -848,7 +868,7 @@ async function pageTree(ctx, params) {
       has_children: !!c.has_children,
       modeled: !!c.modeled,
       live: c.live || null,
-      contract: c.contract || null,
+      contract: c.contract || kpiContract(c.path),
       level: parent.level + 1,
       parent,
       children: [],
@@ -866,7 +886,7 @@ async function pageTree(ctx, params) {
   function buildItem(node, pos) {
     const rowId = uid('tn');
     const li = h('li', {
-      role: 'treeitem', class: `tnode kind-${cssToken(node.kind)}`, tabindex: '-1', 'aria-level': node.level,
+      role: 'treeitem', class: `tnode tkind-${cssToken(node.kind)}`, tabindex: '-1', 'aria-level': node.level,
       'aria-posinset': pos, 'aria-labelledby': rowId, testid: 'tree-node', dataset: { path: node.path },
     });
     if (node.has_children) li.setAttribute('aria-expanded', 'false');
@@ -874,7 +894,8 @@ async function pageTree(ctx, params) {
     const row = h('div', { class: 'trow', id: rowId },
       h('span', { class: 'twisty', 'aria-hidden': 'true' }),
       h('span', { class: 'tname' }, node.name),
-      h('span', { class: `kind kind-${cssToken(node.kind)}` }, node.kind));
+      h('span', { class: `kind kind-${cssToken(node.kind)}` }, node.kind),
+      h('span', { class: 'tcells' }));
     li.append(row);
     node.el = li;
     node.row = row;
@@ -882,7 +903,7 @@ async function pageTree(ctx, params) {
     if (hasValue(node)) {
       paintLive(node, false);
       if (node.has_children) {
-        row.append(h('a', { class: 'tlink', href: href('tag', { path: node.path }), tabindex: '-1', title: 'Open tag details' }, 'Details'));
+        row.insertBefore(h('a', { class: 'tlink', href: href('tag', { path: node.path }), tabindex: '-1', title: 'Open tag details' }, 'Details'), row.querySelector('.tcells'));
       }
     }
     if (node.has_children && treeMemory.expanded.has(node.path)) li.dataset.restore = '1';
@@ -896,7 +917,7 @@ async function pageTree(ctx, params) {
     const age = h('span', { class: 'age' });
     const unit = node.contract && node.contract.description ? node.contract.description : '';
     if (unit) val.title = unit;
-    node.row.append(h('span', { class: 'tcells' }, val, q, age));
+    node.row.querySelector('.tcells').append(val, q, age);
     node.cells = { val, q, age, flip: false };
     return node.cells;
   }
@@ -946,9 +967,11 @@ async function pageTree(ctx, params) {
     return li;
   }
 
-  function updateSetSize(node) {
-    const size = node.nextAfter ? -1 : node.children.length;
-    for (const c of node.children) c.el.setAttribute('aria-setsize', String(size));
+  // aria-setsize: unknown (-1) while pages remain, the count once complete.
+  function updateSetSize(node, firstNew) {
+    const from = node.nextAfter ? firstNew : 0;
+    const size = String(node.nextAfter ? -1 : node.children.length);
+    for (let i = from; i < node.children.length; i++) node.children[i].el.setAttribute('aria-setsize', size);
   }
 
   function loadChildren(node, after = null) {
@@ -969,6 +992,7 @@ async function pageTree(ctx, params) {
       try {
         const d = await ctx.api(`/namespace?${qs({ path: node.path, limit: TREE_PAGE, after })}`);
         spinner.remove();
+        const firstNew = node.children.length;
         const frag = document.createDocumentFragment();
         for (const c of d.children || []) {
           if (!c || typeof c.path !== 'string' || nodes.has(c.path)) continue;
@@ -987,7 +1011,7 @@ async function pageTree(ctx, params) {
           node.statusEl = statusRow(node, node === root ? 'The namespace is empty: nothing has been published yet.' : 'No children.');
           group.append(node.statusEl);
         }
-        updateSetSize(node);
+        updateSetSize(node, firstNew);
         if (!treeEl.querySelector('[role="treeitem"][tabindex="0"]')) {
           const first = treeEl.querySelector('[role="treeitem"]');
           if (first) first.tabIndex = 0;
@@ -1024,7 +1048,15 @@ async function pageTree(ctx, params) {
     if (node === root || !node.expanded) return;
     node.expanded = false;
     node.el.setAttribute('aria-expanded', 'false');
-    if (node.group) node.group.hidden = true;
+    if (node.group) {
+      // Keep the tree reachable: the focus (and the tab stop) move up to the node.
+      const hadFocus = node.group.contains(document.activeElement);
+      const stop = node.group.querySelector('[role="treeitem"][tabindex="0"]');
+      if (stop) stop.tabIndex = -1;
+      if (stop || hadFocus) node.el.tabIndex = 0;
+      node.group.hidden = true;
+      if (hadFocus) node.el.focus({ preventScroll: true });
+    }
     treeMemory.expanded.delete(node.path);
     treeMemory.save();
     scheduleWatch();
@@ -1072,7 +1104,30 @@ async function pageTree(ctx, params) {
     liveHandle = openLive(ctx, paths, {
       onChanges: applyChanges,
       onStatus: (s) => live.set(s, s === 'live' ? detail : ''),
+      onHello: (again) => {
+        if (again) refreshValues(paths);
+      },
     });
+  }
+
+  /** After a reconnect: the current values of the watched nodes' children. */
+  async function refreshValues(paths) {
+    for (const p of paths) {
+      const n = nodes.get(p);
+      const parent = n && n.children.length ? n : (n ? n.parent : root);
+      try {
+        const d = await ctx.api(`/namespace?${qs({ path: parent.path, limit: TREE_PAGE })}`);
+        for (const c of d.children || []) {
+          const cn = nodes.get(c.path);
+          if (cn && c.live) {
+            cn.live = c.live;
+            paintLive(cn, false);
+          }
+        }
+      } catch (e) {
+        if (isAbort(e) || ctx.disposed) return;
+      }
+    }
   }
   const scheduleWatch = debounce(updateWatch, 200);
   ctx.onDispose(() => scheduleWatch.cancel());
@@ -1283,8 +1338,9 @@ async function pageTree(ctx, params) {
         if (isValue) {
           const cells = { val: h('span', { class: 'tval' }), q: h('span', { class: 'q' }), age: h('span', { class: 'age' }), flip: false };
           link.append(h('span', { class: 'tcells' }, cells.val, cells.q, cells.age));
-          paintCells(cells, r.live || null, r.contract || null, false);
-          resultCells.set(r.path, { cells, contract: r.contract || null });
+          const rc = r.contract || kpiContract(r.path);
+          paintCells(cells, r.live || null, rc, false);
+          resultCells.set(r.path, { cells, contract: rc });
         }
         results.append(h('li', null, link));
       }
@@ -1404,7 +1460,8 @@ async function pageTree(ctx, params) {
 
 const STATE_COLORS = {
   running: '#2e7d32', idle: '#8d99a6', starved: '#d4a000', blocked: '#ef6c00', faulted: '#c62828',
-  changeover: '#1565c0', 'planned-stop': '#6a1b9a', '(bad)': '#263238', true: '#2e7d32', false: '#8d99a6',
+  changeover: '#1565c0', 'planned-stop': '#6a1b9a', '(bad)': '#263238', '(no data)': '#cfd5dd', '(unknown)': '#cfd5dd',
+  true: '#2e7d32', false: '#8d99a6',
 };
 const PALETTE = ['#00838f', '#ad1457', '#6d4c41', '#9e9d24', '#283593', '#d84315', '#00695c', '#4527a0',
   '#558b2f', '#0277bd', '#c2185b', '#5d4037'];
@@ -1642,11 +1699,13 @@ class TrendChart {
     const yTicks = [];
     for (let v = lo; v <= hi + step * 1e-6; v += step) yTicks.push(Number(v.toPrecision(12)));
     const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
-    const yLabel = (v) => new Intl.NumberFormat(undefined, { maximumFractionDigits: Math.min(6, decimals) }).format(v);
+    const ratio = d.type === 'ratio';
+    const yFmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: Math.min(6, ratio ? Math.max(0, decimals - 2) : decimals) });
+    const yLabel = ratio ? (v) => `${yFmt.format(v * 100)} %` : (v) => yFmt.format(v);
     const top = 24;
     const bottom = cssH - 30;
     const geomY = (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top);
-    const geom = this.frame(g, d, cssW, cssH, yTicks, yLabel, displayUnit(d.unit), geomY);
+    const geom = this.frame(g, d, cssW, cssH, yTicks, yLabel, ratio ? '%' : displayUnit(d.unit), geomY);
     geom.lo = lo;
     geom.hi = hi;
     g.save();
@@ -1798,7 +1857,7 @@ class TrendChart {
     clear(this.tip);
     this.tip.append(h('div', { class: 'tip-time' }, b ? `${fmtTime(b.start)} – ${fmtTime(b.end).slice(11)}` : fmtTime(t)));
     if (b && d.mode === 'numeric' && b.count > 0) {
-      const f = (v) => fmtValue(v, { unit: d.unit, type: d.type });
+      const f = (v) => fmtValue(v, { unit: d.unit, type: d.type === 'ratio' ? 'ratio' : null });
       this.tip.append(h('div', null, `avg ${f(b.avg)}`), h('div', null, `min ${f(b.min)} · max ${f(b.max)}`),
         h('div', { class: 'muted' }, `${nf0.format(b.count)} ${b.count === 1 ? 'value' : 'values'}${b.bad_count ? `, ${b.bad_count} bad` : ''}`));
     } else if (b && d.mode === 'state' && b.tis) {
@@ -1834,6 +1893,7 @@ class TrendChart {
     if (x < this.geom.left || x > this.geom.right) return;
     this.drag = { x0: x, x1: x, id: ev.pointerId };
     this.canvas.setPointerCapture(ev.pointerId);
+    this.hover(x);
   }
 
   move(ev) {
@@ -1876,6 +1936,13 @@ const PRESETS = [
   ['15m', 15 * 60_000], ['1h', 3_600_000], ['8h', 8 * 3_600_000], ['24h', 24 * 3_600_000], ['7d', 7 * 86_400_000],
 ];
 const STATE_TYPES = new Set(['enum', 'string', 'bool', 'boolean', 'text']);
+
+/** The parsed object when a value is a JSON document (a health record, …), else null. */
+function jsonDocument(v) {
+  if (typeof v !== 'string' || !/^\s*[[{]/.test(v)) return null;
+  const d = safeJson(v);
+  return d && typeof d === 'object' ? d : null;
+}
 
 function trendMode(tag) {
   const t = tag.contract && tag.contract.type;
@@ -1930,25 +1997,32 @@ async function pageTag(ctx, params) {
     return;
   }
   clear(body);
+  const shown = tag.contract || kpiContract(path);
 
   // Live value
-  const valueEl = h('div', { class: 'big-value', testid: 'tag-value', 'aria-live': 'polite' });
+  const valueEl = h('div', { class: 'big-value', testid: 'tag-value' });
+  const docEl = h('pre', { class: 'json-doc', hidden: true, tabindex: '0', 'aria-label': 'The JSON document' });
   const qualityEl = h('span', { class: 'q', testid: 'tag-quality' });
   const ageEl = h('span', { class: 'age' });
   const tsEl = h('span');
   const tagLive = liveBadge();
   const liveBox = h('section', { class: 'panel card live-card', 'aria-labelledby': 'live-h' },
     h('div', { class: 'card-head' }, h('h2', { id: 'live-h' }, 'Current value'), tagLive),
-    valueEl, h('p', { class: 'live-meta' }, qualityEl, ageEl),
+    valueEl, docEl, h('p', { class: 'live-meta' }, qualityEl, ageEl),
     dl([['Source time', tsEl]], 'kv kv-compact'));
   function paintTagLive() {
     const live = tag.live;
-    valueEl.textContent = live ? fmtValue(live.value, tag.contract) : 'No value yet';
+    const doc = live ? jsonDocument(live.value) : null;
+    docEl.hidden = !doc;
+    if (doc) docEl.textContent = truncate(JSON.stringify(doc, null, 2), 20000);
+    valueEl.textContent = live ? (doc ? 'JSON document' : fmtValue(live.value, shown)) : 'No value yet';
+    valueEl.classList.toggle('is-doc', !!doc);
     if (live && typeof live.value === 'string' && tag.contract && tag.contract.type === 'enum') valueEl.dataset.state = cssToken(live.value);
     else delete valueEl.dataset.state;
     setQuality(qualityEl, live);
     setAge(ageEl, live);
-    tsEl.textContent = live ? `${fmtTime(live.timestamp_ms)}${live.retained ? ' · retained' : ''}` : '—';
+    const when = live && Number.isFinite(live.timestamp_ms) ? fmtTime(live.timestamp_ms) : (live ? `received ${fmtTime(live.received_ms)}` : '—');
+    tsEl.textContent = live ? `${when}${live.retained ? ' · retained' : ''}` : '—';
   }
   paintTagLive();
 
@@ -1967,6 +2041,11 @@ async function pageTag(ctx, params) {
       ['Writable', k.writable ? (k.two_person ? 'yes, with a second person’s approval' : 'yes') : 'no'],
       ['Description', k.description || undefined],
     ]));
+  } else if (shown) {
+    contractBox.append(h('p', { class: 'muted' }, `A KPI computed and published by Gantry (${shown.type === 'ratio' ? 'a ratio, shown as a percentage' : shown.unit}); no data contract.`));
+    if (tag.kpi_unit || parentPath(parentPath(path))) {
+      contractBox.append(h('p', null, h('a', { href: href('kpi', { path: tag.kpi_unit || parentPath(parentPath(path)), explain: lastSegment(path) }) }, 'How this KPI is computed')));
+    }
   } else {
     contractBox.append(h('p', { class: 'muted' }, 'No data contract: this topic is not in the plant model.'));
   }
@@ -1975,7 +2054,7 @@ async function pageTag(ctx, params) {
   const srcRows = [];
   srcRows.push(['Kind', tag.kind || '—']);
   if (tag.source) srcRows.push(['Source', `${tag.source.connector || '?'} · ${tag.source.name || '?'}`]);
-  else srcRows.push(['Source', 'published by an MQTT client']);
+  else srcRows.push(['Source', 'MQTT (no connector configured for it)']);
   if (tag.equipment) {
     srcRows.push(['Equipment', h('a', { href: href('tree', { path: tag.equipment.path }) }, tag.equipment.path)]);
     if (tag.equipment.class) srcRows.push(['Class', tag.equipment.class]);
@@ -2097,7 +2176,7 @@ async function pageTag(ctx, params) {
       }));
       chartData = {
         mode, from: r.from, to: r.to, live: r.live, bucketMs, buckets, gaps: d.gaps || [],
-        unit: tag.contract ? tag.contract.unit : null, type: tag.contract ? tag.contract.type : null,
+        unit: shown ? shown.unit : null, type: shown ? shown.type : null,
         anchor: buckets.length ? buckets[0].start : Math.floor(r.from / bucketMs) * bucketMs,
       };
       if (mode === 'state') prepareStates();
@@ -2157,7 +2236,7 @@ async function pageTag(ctx, params) {
         const hi = Math.max(...withData.map((b) => b.max));
         const n = withData.reduce((a, b) => a + b.count, 0);
         const avg = withData.reduce((a, b) => a + (b.avg ?? 0) * b.count, 0) / Math.max(1, n);
-        const f = (v) => fmtValue(v, tag.contract);
+        const f = (v) => fmtValue(v, { unit: shown ? shown.unit : null, type: shown && shown.type === 'ratio' ? 'ratio' : null });
         chart.canvas.setAttribute('aria-label', `Trend of ${name} from ${rangeText}: minimum ${f(lo)}, maximum ${f(hi)}, average ${f(avg)}, ${n} values.`);
         legend.append(h('span', { class: 'legend-stats' }, `min ${f(lo)} · avg ${f(avg)} · max ${f(hi)} · ${nf0.format(n)} values`));
       } else {
@@ -2272,6 +2351,17 @@ async function pageTag(ctx, params) {
       for (const c of changes) if (c && c.path === path) onLive(c);
     },
     onStatus: (s) => tagLive.set(s),
+    onHello: async (again) => {
+      if (!again) return;
+      try {
+        const t = await ctx.api(`/tag?${qs({ path })}`);
+        tag.live = t.live;
+        paintTagLive();
+        if (chartData && chartData.live) loadTrend();
+      } catch (e) {
+        // The next change brings the value anyway.
+      }
+    },
   });
 
   // Latest raw values
@@ -2288,7 +2378,7 @@ async function pageTag(ctx, params) {
   function rawRow(p) {
     const q = h('span', { class: 'q' });
     setQuality(q, { quality: p.quality || 'good' });
-    return h('tr', null, h('td', { class: 'nowrap' }, fmtTime(p.ts_ms)), h('td', { class: 'num' }, fmtValue(p.value, tag.contract)), h('td', null, q));
+    return h('tr', null, h('td', { class: 'nowrap' }, fmtTime(p.ts_ms)), h('td', { class: 'num' }, fmtValue(p.value, shown)), h('td', null, q));
   }
 
   function prependRaw(p) {
@@ -2331,6 +2421,14 @@ async function pageTag(ctx, params) {
   }
   if (rawDetails.open) loadRaw();
 
+  if (tag.live && jsonDocument(tag.live.value)) {
+    // Not a time series: the historian keeps samples only.
+    chartData = null;
+    trendBox.replaceChildren(h('h2', { id: 'trend-h' }, 'Trend'),
+      notice('info', 'No trend for this topic', 'It carries JSON documents, not time-series samples (the historian records samples only); the current document is shown above.'));
+    rawDetails.hidden = true;
+    return;
+  }
   loadTrend();
 }
 
@@ -2451,7 +2549,7 @@ async function pageKpi(ctx, params) {
   const all = [...new Set([...(units.paths || []), ...unitSet])];
   const allSet = new Set(all);
   if (!all.length) {
-    body.append(notice('info', 'No KPIs defined', 'The site model defines no [[kpi.work_unit]].'));
+    body.append(notice('info', 'No KPIs to show', 'Either the site model defines no [[kpi.work_unit]], or your roles may not read the inputs of any work unit.'));
     return;
   }
   const nearestListed = (p) => {
@@ -2472,21 +2570,22 @@ async function pageKpi(ctx, params) {
     body.append(notice('warn', 'Not found', `No KPI path at or below “${scope}”.`));
     return;
   }
-  // Sections by level, roll-ups before units.
+  // Roll-ups (site, areas, lines) first, then the work units by line.
   const groups = new Map();
-  for (const p of shown) {
-    const lvl = levelName(p, unitSet.has(p));
-    const key = unitSet.has(p) ? 'Units' : `${lvl}s`;
+  const rollups = shown.filter((p) => !unitSet.has(p));
+  if (rollups.length) groups.set('Site, areas and lines', rollups);
+  for (const p of shown.filter((q) => unitSet.has(q))) {
+    const par = nearestListed(p) || parentPath(p);
+    const key = par ? `Work units of ${lastSegment(par)}` : 'Work units';
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(p);
   }
-  const keys = [...groups.keys()].sort((a, b) => (a === 'Units') - (b === 'Units'));
   const cards = new Map();
-  for (const key of keys) {
+  for (const [key, paths] of groups) {
     const grid = h('div', { class: 'kpi-grid' });
     const secId = uid('kpisec');
-    body.append(h('section', { class: 'kpi-section', 'aria-labelledby': secId }, h('h2', { id: secId }, key === 'Units' ? 'Work units' : key), grid));
-    for (const p of groups.get(key)) {
+    body.append(h('section', { class: 'kpi-section', 'aria-labelledby': secId }, h('h2', { id: secId }, key), grid));
+    for (const p of paths) {
       const card = kpiCard(p, unitSet.has(p), children.get(p) || [], period);
       cards.set(p, card);
       grid.append(card.el);
@@ -2659,3 +2758,507 @@ async function pageKpiExplain(ctx, path, kpi, period) {
     h('p', { class: 'muted' }, 'As printed by gantry kpi explain.'),
     h('pre', { class: 'explain-text', testid: 'explain-text', tabindex: '0' }, d.text || '')));
 }
+
+// ---------------------------------------------------------- generic renderers
+
+function fmtAny(key, v) {
+  if (v === null || v === undefined) return '—';
+  if (typeof v === 'boolean') return v ? 'yes' : 'no';
+  if (typeof v === 'number') {
+    const k = String(key).toLowerCase();
+    if (/(^|_)(port|id|seq|generation|pid|version)$/.test(k)) return String(v);
+    if (/(^|_)(secs|seconds)$/.test(k)) return fmtDuration(v * 1000);
+    if (/_ms$|^ts$|_at$/.test(k) && v > 1e12) return `${fmtTime(v)} (${fmtAge(Date.now() - v)})`;
+    if (/_ms$/.test(k)) return `${fmtNum(v)} ms`;
+    if (/bytes$/.test(k)) return fmtBytes(v);
+    return fmtNum(v);
+  }
+  if (typeof v === 'string') return v === '' ? '(empty)' : v;
+  if (Array.isArray(v)) {
+    if (!v.length) return '(none)';
+    if (v.every((x) => x === null || typeof x !== 'object')) return truncate(v.map((x) => String(x)).join(', '), 400);
+    return truncate(JSON.stringify(v), 400);
+  }
+  return truncate(JSON.stringify(v), 400);
+}
+
+function fmtBytes(n) {
+  if (!Number.isFinite(n)) return String(n);
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let x = n;
+  while (Math.abs(x) >= 1024 && i < units.length - 1) {
+    x /= 1024;
+    i += 1;
+  }
+  return `${i ? nf1.format(x) : nf0.format(x)} ${units[i]}`;
+}
+
+/** Key/value list of any JSON object; nested objects become nested lists. */
+function kvBlock(obj, depth = 0) {
+  const el = h('dl', { class: depth ? 'kv kv-nested' : 'kv' });
+  for (const [k, v] of Object.entries(obj || {})) {
+    let dd;
+    if (v && typeof v === 'object' && !Array.isArray(v) && depth < 3) dd = Object.keys(v).length ? kvBlock(v, depth + 1) : '(none)';
+    else dd = fmtAny(k, v);
+    el.append(h('div', { class: 'kv-row' }, h('dt', null, humanKey(k)), h('dd', null, dd)));
+  }
+  if (!el.children.length) el.append(h('div', { class: 'kv-row' }, h('dd', { class: 'muted' }, '(empty)')));
+  return el;
+}
+
+/** Counters: scalars as tiles, nested maps (by rule, by path…) as small tables. */
+function statsSummary(obj) {
+  const frag = h('div', { class: 'stats-summary' });
+  const entries = Object.entries(obj || {});
+  const scalars = entries.filter(([, v]) => v === null || typeof v !== 'object' || Array.isArray(v));
+  const nested = entries.filter(([, v]) => v && typeof v === 'object' && !Array.isArray(v));
+  if (scalars.length) {
+    frag.append(h('div', { class: 'stat-grid stat-grid-wide' }, scalars.map(([k, v]) =>
+      h('div', { class: 'stat' }, h('span', { class: 'stat-label' }, humanKey(k)), h('span', { class: 'stat-value' }, fmtAny(k, v))))));
+  }
+  if (nested.length) {
+    frag.append(h('div', { class: 'mini-tables' }, nested.map(([k, v]) => {
+      const rows = Object.entries(v).sort((a, b) => (typeof b[1] === 'number' && typeof a[1] === 'number' ? b[1] - a[1] : 0));
+      return h('table', { class: 'data mini' }, h('caption', null, humanKey(k)),
+        h('tbody', null, rows.length ? rows.slice(0, 50).map(([rk, rv]) => h('tr', null, h('th', { scope: 'row', class: 'topic' }, rk),
+          h('td', { class: 'num' }, rv && typeof rv === 'object' ? truncate(JSON.stringify(rv), 200) : fmtAny(rk, rv))))
+          : h('tr', null, h('td', { class: 'muted' }, '(none)'))));
+    })));
+  }
+  if (!entries.length) frag.append(h('p', { class: 'muted' }, '(empty)'));
+  return frag;
+}
+
+function statusClass(text) {
+  const t = String(text).toLowerCase();
+  if (/^(ok|up|connected|running|online|healthy|good|ready|active|true|yes)$/.test(t)) return 'ok';
+  if (/(down|disconnect|error|fail|offline|bad|fault|broken|stopped|false|dead)/.test(t)) return 'bad';
+  return 'warn';
+}
+
+function statusBadge(text, cls = statusClass(text)) {
+  return h('span', { class: `status status-${cls}` }, h('span', { class: 'status-icon', 'aria-hidden': 'true' }, cls === 'ok' ? '✓' : cls === 'bad' ? '✕' : '!'), String(text));
+}
+
+// --------------------------------------------------------------- dead letters
+
+async function pageDeadLetters(ctx, params) {
+  const title = pageTitle(ctx, 'Dead letters');
+  const live = liveBadge();
+  const filterIn = h('input', { id: 'dlq-filter', type: 'search', value: params.get('path') || '', placeholder: 'e.g. acme/dallas/packaging/line-1', autocomplete: 'off', spellcheck: 'false' });
+  const filterForm = h('form', { class: 'filter-form', role: 'search' },
+    h('div', { class: 'field-inline' }, h('label', { for: 'dlq-filter' }, 'Topic starts with'), filterIn), h('button', { type: 'submit', class: 'btn' }, 'Filter'));
+  const updated = h('span', { class: 'muted', role: 'status' });
+  ctx.main.append(h('div', { class: 'page-head' }, title, h('div', { class: 'page-tools' }, live, updated)),
+    h('p', { class: 'lead muted' }, 'Messages refused because they broke a data contract, republished under <enterprise>/_dlq/<original topic>. Newest first.'),
+    filterForm);
+  const counters = h('section', { class: 'panel', 'aria-labelledby': 'dlq-counters-h', testid: 'dlq-counters' }, h('h2', { id: 'dlq-counters-h' }, 'Contract statistics'));
+  const tableBox = h('section', { class: 'panel', 'aria-labelledby': 'dlq-list-h' }, h('h2', { id: 'dlq-list-h' }, 'Refused messages'));
+  const list = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
+  tableBox.append(list);
+  ctx.main.append(counters, tableBox);
+  const seen = new Set();
+  let first = true;
+  let filter = filterIn.value.trim();
+  filterForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    filter = filterIn.value.trim();
+    replaceHash(href('dead-letters', { path: filter }));
+    first = true;
+    seen.clear();
+    load();
+  });
+
+  async function load() {
+    let d;
+    try {
+      d = await ctx.api(`/dead-letters?${qs({ limit: 200, path: filter || null })}`);
+    } catch (e) {
+      if (isAbort(e)) return;
+      clear(list).append(errorNotice(e, 'the dead letters'));
+      return;
+    }
+    updated.textContent = `Updated ${fmtTime(Date.now())}`;
+    const entries = d.entries || [];
+    clear(counters).append(h('h2', { id: 'dlq-counters-h' }, 'Contract statistics'),
+      d.counters && Object.keys(d.counters).length ? statsSummary(d.counters) : h('p', { class: 'muted' }, 'Data contracts are not enabled.'));
+    clear(list);
+    if (!entries.length) {
+      list.append(notice('info', 'No dead letters', filter ? `Nothing refused under “${filter}”.` : 'No message has broken a data contract.'));
+      return;
+    }
+    const tbody = h('tbody');
+    for (const x of entries) {
+      const key = `${x.dlq_topic}|${x.received_ms}|${x.client_id}|${x.reason}`;
+      const isNew = !first && !seen.has(key);
+      seen.add(key);
+      const payload = x.payload !== undefined && x.payload !== null ? String(x.payload) : (x.payload_base64 ? `base64: ${x.payload_base64}` : '');
+      const payloadCell = payload.length > 120
+        ? h('details', null, h('summary', null, h('code', null, truncate(payload, 60))), h('pre', { class: 'payload' }, truncate(payload, 20000)))
+        : h('code', { class: 'payload' }, payload || '(empty)');
+      tbody.append(h('tr', { testid: 'dlq-row', dataset: { topic: x.topic || '' }, class: isNew ? 'row-new' : null },
+        h('td', { class: 'nowrap' }, fmtTime(x.received_ms)),
+        h('td', { class: 'topic' }, x.topic ? h('a', { href: href('tag', { path: x.topic }) }, x.topic) : '—'),
+        h('td', null, x.reason || '—'),
+        h('td', null, x.rule ? h('span', { class: 'chip' }, x.rule) : '—'),
+        h('td', { class: 'nowrap' }, x.client_id || '—'),
+        h('td', { class: 'payload-cell' }, payloadCell)));
+    }
+    first = false;
+    const total = Number.isFinite(d.total) ? d.total : entries.length;
+    list.append(h('p', { class: 'muted' }, `${entries.length} ${entries.length === 1 ? 'topic' : 'topics'} with a refused message${total > entries.length ? ` (the ${entries.length} newest of ${total})` : ''}; the last refused message of each topic is kept.`),
+      h('div', { class: 'table-wrap' }, h('table', { class: 'data', testid: 'dlq-table' },
+        h('thead', null, h('tr', null, ['Time', 'Topic', 'Reason', 'Rule', 'Client', 'Payload'].map((c) => h('th', { scope: 'col' }, c)))), tbody)));
+  }
+
+  await load();
+  if (ctx.disposed) return;
+  const ents = await enterprises(ctx);
+  let liveState = 'idle';
+  const reload = throttle(load, 1000);
+  ctx.onDispose(() => reload.cancel());
+  if (ents.length) {
+    openLive(ctx, ents.map((e) => `${e}/_dlq`), {
+      onChanges: () => reload(),
+      onHello: () => reload(),
+      onStatus: (s) => {
+        liveState = s;
+        live.set(s);
+      },
+    });
+  }
+  // Polling when the live feed is not up.
+  ctx.interval(() => {
+    if (liveState !== 'live') load();
+  }, 5000);
+}
+
+// ----------------------------------------------------------------- connectors
+
+function connectorCard(c) {
+  const raw = c.health;
+  const hl = raw && typeof raw === 'object' && !Array.isArray(raw) ? raw : { value: raw };
+  const name = hl.device || hl.name || lastSegment(c.topic || '?');
+  const st = hl.status ?? hl.state ?? (typeof hl.connected === 'boolean' ? (hl.connected ? 'connected' : 'disconnected') : 'unknown');
+  const card = h('article', { class: 'panel connector-card', testid: 'connector-card', dataset: { topic: c.topic || '' } },
+    h('header', { class: 'card-head' }, h('h3', null, name), statusBadge(st)),
+    h('p', { class: 'path-line' }, h('code', { class: 'path' }, c.topic || '')));
+  const shown = new Set(['device', 'name', 'status', 'state', 'connected']);
+  if (hl.last_error) card.append(notice('error', 'Last error', String(hl.last_error)));
+  shown.add('last_error');
+  const stats = [];
+  const stat = (key, label, text) => {
+    if (!(key in hl)) return;
+    shown.add(key);
+    stats.push(h('div', { class: 'stat' }, h('span', { class: 'stat-label' }, label), h('span', { class: 'stat-value' }, text)));
+  };
+  stat('last_success_ms', 'Last good poll', hl.last_success_ms ? fmtAge(Date.now() - hl.last_success_ms) : 'never');
+  stat('poll_duration_ms', 'Poll time', hl.poll_duration_ms === null ? '—' : `${fmtNum(hl.poll_duration_ms)} ms`);
+  stat('points', 'Points', fmtNum(hl.points));
+  stat('points_bad', 'Bad points', fmtNum(hl.points_bad));
+  stat('reconnects', 'Reconnects', fmtNum(hl.reconnects));
+  stat('polls', 'Polls', fmtNum(hl.polls));
+  if (hl.errors && typeof hl.errors === 'object') {
+    const total = Object.values(hl.errors).reduce((a, b) => a + (Number(b) || 0), 0);
+    stat('errors', 'Errors', fmtNum(total));
+  }
+  if (stats.length) card.append(h('div', { class: 'stat-grid' }, stats));
+  if (hl.errors && typeof hl.errors === 'object') {
+    card.append(h('p', { class: 'inline-kv' }, h('span', { class: 'muted' }, 'Errors by kind: '),
+      Object.entries(hl.errors).map(([ek, ev], i) => [i ? ' · ' : '', `${humanKey(ek).toLowerCase()} ${fmtAny(ek, ev)}`])));
+  }
+  if (hl.identity && typeof hl.identity === 'object') {
+    shown.add('identity');
+    card.append(h('h4', null, 'Device identity'), kvBlock(hl.identity, 1));
+  }
+  const rest = Object.fromEntries(Object.entries(hl).filter(([key]) => !shown.has(key)));
+  if (Object.keys(rest).length) card.append(h('h4', null, 'Details'), kvBlock(rest, 1));
+  return card;
+}
+
+async function pageConnectors(ctx) {
+  const title = pageTitle(ctx, 'Connectors & broker');
+  const live = liveBadge();
+  const updated = h('span', { class: 'muted', role: 'status' });
+  ctx.main.append(h('div', { class: 'page-head' }, title, h('div', { class: 'page-tools' }, live, updated)));
+  const connBox = h('div', { class: 'connector-grid' }, h('p', { class: 'muted' }, 'Loading…'));
+  const brokerBox = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
+  ctx.main.append(
+    h('section', { class: 'page-section', 'aria-labelledby': 'conn-h' }, h('h2', { id: 'conn-h' }, 'Connectors'), connBox),
+    h('section', { class: 'page-section', 'aria-labelledby': 'broker-h' }, h('h2', { id: 'broker-h' }, 'Broker, historian and contracts'), brokerBox));
+
+  async function loadConnectors() {
+    try {
+      const d = await ctx.api('/connectors');
+      clear(connBox);
+      const list = (d.connectors || []).slice().sort((a, b) => String(a.topic).localeCompare(String(b.topic)));
+      if (!list.length) connBox.append(notice('info', 'No connectors', 'No connector has published its health.'));
+      for (const c of list) connBox.append(connectorCard(c));
+      updated.textContent = `Updated ${fmtTime(Date.now())}`;
+    } catch (e) {
+      if (!isAbort(e)) clear(connBox).append(errorNotice(e, 'the connectors'));
+    }
+  }
+
+  async function loadBroker() {
+    try {
+      const d = await ctx.api('/broker');
+      clear(brokerBox);
+      const stats = d.stats || {};
+      const scalars = Object.entries(stats).filter(([, v]) => v === null || typeof v !== 'object');
+      const nested = Object.entries(stats).filter(([, v]) => v && typeof v === 'object');
+      const grid = h('div', { class: 'stat-grid stat-grid-wide' }, scalars.map(([k, v]) =>
+        h('div', { class: 'stat' }, h('span', { class: 'stat-label' }, humanKey(k)), h('span', { class: 'stat-value' }, fmtAny(k, v)))));
+      const bp = h('article', { class: 'panel', testid: 'broker-stats' }, h('h3', null, 'Broker'), scalars.length ? grid : null,
+        nested.map(([k, v]) => h('details', { class: 'kv-details' }, h('summary', null, humanKey(k)), kvBlock(Array.isArray(v) ? { ...v } : v, 1))));
+      const hist = h('article', { class: 'panel', testid: 'historian-status' }, h('h3', null, 'Historian'),
+        d.historian ? kvBlock(d.historian) : h('p', { class: 'muted' }, 'The historian is not enabled.'));
+      const con = h('article', { class: 'panel' }, h('h3', null, 'Data contracts'),
+        d.contracts ? statsSummary(d.contracts) : h('p', { class: 'muted' }, 'Data contracts are not enabled.'));
+      const others = Object.entries(d).filter(([k, v]) => !['stats', 'historian', 'contracts'].includes(k) && v && typeof v === 'object')
+        .map(([k, v]) => h('article', { class: 'panel' }, h('h3', null, humanKey(k)), kvBlock(v)));
+      brokerBox.append(h('div', { class: 'card-grid' }, bp, hist, others), con);
+    } catch (e) {
+      if (!isAbort(e)) clear(brokerBox).append(errorNotice(e, 'the broker statistics'));
+    }
+  }
+
+  await Promise.all([loadConnectors(), loadBroker()]);
+  if (ctx.disposed) return;
+  if (can('sys')) await renderClients(ctx);
+  const ents = await enterprises(ctx);
+  let liveState = 'idle';
+  const reload = throttle(loadConnectors, 2000);
+  ctx.onDispose(() => reload.cancel());
+  if (ents.length) {
+    openLive(ctx, ents.map((e) => `${e}/_sys/connectors`), {
+      onChanges: () => reload(),
+      onHello: () => reload(),
+      onStatus: (s) => {
+        liveState = s;
+        live.set(s);
+      },
+    });
+  }
+  ctx.interval(() => {
+    if (liveState !== 'live') loadConnectors();
+    loadBroker();
+  }, 10_000);
+}
+
+async function renderClients(ctx) {
+  const box = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
+  const filterIn = h('input', { id: 'client-filter', type: 'search', placeholder: 'client id, identity or peer', autocomplete: 'off' });
+  const refresh = h('button', { type: 'button', class: 'btn' }, 'Refresh');
+  ctx.main.append(h('section', { class: 'page-section', 'aria-labelledby': 'clients-h' }, h('h2', { id: 'clients-h' }, 'Clients'),
+    h('div', { class: 'filter-form' }, h('div', { class: 'field-inline' }, h('label', { for: 'client-filter' }, 'Filter'), filterIn), refresh), box));
+  let clients = [];
+  let limit = 300;
+  const paint = () => {
+    clear(box);
+    const f = filterIn.value.trim().toLowerCase();
+    const rows = clients.filter((c) => !f || [c.client_id, c.identity, c.peer].some((x) => x && String(x).toLowerCase().includes(f)));
+    if (!clients.length) {
+      box.append(h('p', { class: 'muted' }, 'No MQTT client is connected.'));
+      return;
+    }
+    const tbody = h('tbody');
+    for (const c of rows.slice(0, limit)) {
+      const subs = Array.isArray(c.subscriptions) ? c.subscriptions : [];
+      const subText = subs.map((s) => (typeof s === 'string' ? s : s.filter || s.topic || JSON.stringify(s)));
+      tbody.append(h('tr', { testid: 'client-row' },
+        h('th', { scope: 'row' }, c.client_id || '—'),
+        h('td', null, statusBadge(c.connected ? 'connected' : 'offline', c.connected ? 'ok' : 'warn')),
+        h('td', null, c.identity || '—'), h('td', { class: 'nowrap' }, c.peer || '—'), h('td', null, c.transport || '—'),
+        h('td', null, subs.length ? h('details', null, h('summary', null, `${subs.length}`), h('ul', { class: 'plain' }, subText.map((s) => h('li', null, h('code', null, s))))) : '0'),
+        h('td', { class: 'num' }, fmtNum(c.queued ?? 0)), h('td', { class: 'num' }, fmtNum(c.inflight ?? 0))));
+    }
+    box.append(h('p', { class: 'muted' }, `${rows.length} of ${clients.length} clients${rows.length > limit ? `, showing ${limit}` : ''}.`),
+      h('div', { class: 'table-wrap' }, h('table', { class: 'data' },
+        h('thead', null, h('tr', null, ['Client id', 'State', 'Identity', 'Peer', 'Transport', 'Subscriptions', 'Queued', 'In flight'].map((x, i) => h('th', { scope: 'col', class: i >= 6 ? 'num' : null }, x)))), tbody)));
+    if (rows.length > limit) {
+      const more = h('button', { type: 'button', class: 'btn' }, `Show all ${rows.length}`);
+      more.addEventListener('click', () => {
+        limit = Infinity;
+        paint();
+      });
+      box.append(more);
+    }
+  };
+  const load = async () => {
+    try {
+      const d = await ctx.api('/clients');
+      clients = (d.clients || []).slice().sort((a, b) => String(a.client_id).localeCompare(String(b.client_id)));
+      paint();
+    } catch (e) {
+      if (!isAbort(e)) clear(box).append(errorNotice(e, 'the clients'));
+    }
+  };
+  filterIn.addEventListener('input', debounce(paint, 200));
+  refresh.addEventListener('click', load);
+  await load();
+}
+
+// ---------------------------------------------------------------------- audit
+
+async function pageAudit(ctx) {
+  const title = pageTitle(ctx, 'Audit log');
+  const chainBox = h('div', { class: 'chain' });
+  const limitSel = h('select', { id: 'audit-limit' }, [200, 1000, 5000].map((n) => h('option', { value: n }, String(n))));
+  const catSel = h('select', { id: 'audit-cat' }, h('option', { value: '' }, 'All'));
+  const outSel = h('select', { id: 'audit-outcome' }, h('option', { value: '' }, 'All'), h('option', { value: 'fail' }, 'Failed or denied'), h('option', { value: 'ok' }, 'Succeeded'));
+  const textIn = h('input', { id: 'audit-text', type: 'search', placeholder: 'actor, target, type…', autocomplete: 'off' });
+  const refresh = h('button', { type: 'button', class: 'btn' }, 'Refresh');
+  ctx.main.append(h('div', { class: 'page-head' }, title, h('div', { class: 'page-tools' }, chainBox)),
+    h('div', { class: 'filter-form' },
+      h('div', { class: 'field-inline' }, h('label', { for: 'audit-cat' }, 'Category'), catSel),
+      h('div', { class: 'field-inline' }, h('label', { for: 'audit-outcome' }, 'Outcome'), outSel),
+      h('div', { class: 'field-inline' }, h('label', { for: 'audit-text' }, 'Contains'), textIn),
+      h('div', { class: 'field-inline' }, h('label', { for: 'audit-limit' }, 'Records'), limitSel), refresh));
+  const box = h('div', { class: 'panel' }, h('p', { class: 'muted' }, 'Loading…'));
+  ctx.main.append(box);
+  let records = [];
+  const paint = () => {
+    clear(box);
+    const cat = catSel.value;
+    const out = outSel.value;
+    const f = textIn.value.trim().toLowerCase();
+    const rows = records.filter((r) => {
+      const ok = r.outcome ? r.outcome.success : r.success;
+      if (cat && r.category !== cat) return false;
+      if (out === 'fail' && ok !== false) return false;
+      if (out === 'ok' && ok !== true) return false;
+      if (f && !JSON.stringify(r).toLowerCase().includes(f)) return false;
+      return true;
+    });
+    const tbody = h('tbody');
+    for (const r of rows) {
+      const ok = r.outcome ? r.outcome.success : r.success;
+      const reason = r.outcome ? r.outcome.reason : r.reason;
+      const actor = r.actor && typeof r.actor === 'object' ? r.actor : { id: r.actor };
+      const src = r.source && typeof r.source === 'object' ? [r.source.transport, r.source.ip, r.source.client_id].filter(Boolean).join(' · ') : '';
+      tbody.append(h('tr', { testid: 'audit-row', class: ok === false ? 'row-fail' : null },
+        h('td', { class: 'nowrap' }, fmtTime(r.ts_ms ?? Date.parse(r.ts_utc))),
+        h('td', null, r.category || '—'), h('td', null, r.type || '—'),
+        h('td', null, actor.id || '—', actor.kind ? h('span', { class: 'muted small block' }, [actor.kind, src].filter(Boolean).join(' · ')) : null),
+        h('td', null, r.action || '—'), h('td', { class: 'topic' }, r.target || '—'),
+        h('td', null, ok === undefined ? '—' : statusBadge(ok ? 'yes' : 'no', ok ? 'ok' : 'bad')),
+        h('td', null, reason || '')));
+    }
+    box.append(h('p', { class: 'muted' }, `${rows.length} of ${records.length} records, newest first.`),
+      h('div', { class: 'table-wrap' }, h('table', { class: 'data', testid: 'audit-table' },
+        h('thead', null, h('tr', null, ['Time', 'Category', 'Type', 'Actor', 'Action', 'Target', 'OK', 'Reason'].map((c) => h('th', { scope: 'col' }, c)))), tbody)));
+  };
+  const load = async () => {
+    try {
+      const d = await ctx.api(`/audit?${qs({ limit: limitSel.value })}`);
+      records = d.records || [];
+      const cats = [...new Set(records.map((r) => r.category).filter(Boolean))].sort();
+      const keep = catSel.value;
+      clear(catSel).append(h('option', { value: '' }, 'All'), cats.map((c) => h('option', { value: c, selected: c === keep }, c)));
+      clear(chainBox);
+      const ch = d.chain;
+      if (ch) {
+        const badge = statusBadge(ch.ok ? `Chain verified · ${fmtNum(ch.records ?? records.length)} records` : 'Chain broken', ch.ok ? 'ok' : 'bad');
+        badge.dataset.testid = 'chain-status';
+        chainBox.append(badge);
+        if (!ch.ok && Array.isArray(ch.problems) && ch.problems.length) {
+          box.before(notice('error', 'The audit chain does not verify', null, h('ul', null, ch.problems.slice(0, 20).map((p) => h('li', null, typeof p === 'string' ? p : JSON.stringify(p))))));
+        }
+      }
+      paint();
+    } catch (e) {
+      if (!isAbort(e)) clear(box).append(errorNotice(e, 'the audit log'));
+    }
+  };
+  for (const el of [catSel, outSel]) el.addEventListener('change', paint);
+  textIn.addEventListener('input', debounce(paint, 200));
+  limitSel.addEventListener('change', load);
+  refresh.addEventListener('click', load);
+  await load();
+}
+
+// --------------------------------------------------------------------- access
+
+async function pageAccess(ctx) {
+  ctx.main.append(h('div', { class: 'page-head' }, pageTitle(ctx, 'Users and roles')));
+  const usersBox = h('section', { class: 'panel', 'aria-labelledby': 'users-h' }, h('h2', { id: 'users-h' }, 'Users'), h('p', { class: 'muted' }, 'Loading…'));
+  const rolesBox = h('section', { class: 'panel', 'aria-labelledby': 'roles-h' }, h('h2', { id: 'roles-h' }, 'Roles'), h('p', { class: 'muted' }, 'Loading…'));
+  ctx.main.append(usersBox, rolesBox);
+  const loadUsers = async () => {
+    try {
+      const d = await ctx.api('/users');
+      const body = h('tbody', null, (d.users || []).map((u) => h('tr', { testid: 'user-row' },
+        h('th', { scope: 'row', class: 'nowrap' }, u.name), h('td', null, u.kind || '—'), h('td', null, (u.roles || []).join(', ') || '—'),
+        h('td', null, u.disabled ? statusBadge('disabled', 'bad') : statusBadge('active', 'ok')),
+        h('td', null, u.break_glass ? statusBadge('break-glass', 'warn') : 'no'), h('td', null, u.certificate ? 'yes' : 'no'), h('td', null, u.description || ''))));
+      clear(usersBox).append(h('h2', { id: 'users-h' }, 'Users'), h('div', { class: 'table-wrap' }, h('table', { class: 'data' },
+        h('thead', null, h('tr', null, ['Name', 'Kind', 'Roles', 'State', 'Break-glass', 'Certificate', 'Description'].map((c) => h('th', { scope: 'col' }, c)))), body)));
+    } catch (e) {
+      if (!isAbort(e)) clear(usersBox).append(h('h2', { id: 'users-h' }, 'Users'), errorNotice(e, 'the users'));
+    }
+  };
+  const loadRoles = async () => {
+    try {
+      const d = await ctx.api('/roles');
+      const body = h('tbody', null, (d.roles || []).map((r) => h('tr', { testid: 'role-row' },
+        h('th', { scope: 'row', class: 'nowrap' }, r.name), h('td', null, r.description || ''),
+        h('td', null, h('ul', { class: 'plain' }, (r.permissions || []).map((p) => h('li', null, h('code', null, typeof p === 'string' ? p : JSON.stringify(p)))))),
+        h('td', null, r.builtin ? 'built-in' : 'custom'))));
+      clear(rolesBox).append(h('h2', { id: 'roles-h' }, 'Roles'), h('div', { class: 'table-wrap' }, h('table', { class: 'data' },
+        h('thead', null, h('tr', null, ['Name', 'Description', 'Permissions', 'Origin'].map((c) => h('th', { scope: 'col' }, c)))), body)));
+    } catch (e) {
+      if (!isAbort(e)) clear(rolesBox).append(h('h2', { id: 'roles-h' }, 'Roles'), errorNotice(e, 'the roles'));
+    }
+  };
+  await Promise.all([can('users') || !can('roles') ? loadUsers() : usersBox.remove(), can('roles') || !can('users') ? loadRoles() : rolesBox.remove()]);
+}
+
+// ----------------------------------------------------------------------- boot
+
+const PAGES = {
+  login: pageLogin,
+  tree: pageTree,
+  tag: pageTag,
+  kpi: pageKpi,
+  'dead-letters': pageDeadLetters,
+  connectors: pageConnectors,
+  audit: pageAudit,
+  access: pageAccess,
+};
+
+async function boot() {
+  $('#logout').addEventListener('click', logout);
+  $('#skip-link').addEventListener('click', () => {
+    const main = $('#main');
+    const h1 = main.querySelector('h1');
+    (h1 || main).focus();
+  });
+  window.addEventListener('hashchange', render);
+  const main = $('#main');
+  try {
+    session.me = await api('/me', { expectAuth: false });
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 401)) {
+      const retry = h('button', { type: 'button', class: 'btn' }, 'Retry');
+      retry.addEventListener('click', () => location.reload());
+      clear(main).append(errorNotice(e, 'the console'), retry);
+      return;
+    }
+    session.me = null;
+  }
+  const r = currentRoute();
+  if (!session.me && (!r || r.page !== 'login')) {
+    if (r) session.returnTo = location.hash;
+    location.replace('#/login');
+    return;
+  }
+  if (!r) {
+    location.replace(href(defaultPage()));
+    return;
+  }
+  render();
+}
+
+boot();

@@ -3,13 +3,14 @@
 //! the security role).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use gantry_security::role::{builtin_roles, resource};
 use gantry_security::{Action, SecurityStore};
 use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiPath, ApiQuery};
 use crate::state::SharedState;
 
 fn store(state: &SharedState) -> SecurityStore {
@@ -83,7 +84,7 @@ pub struct AuditParams {
 pub async fn audit(
     State(state): State<SharedState>,
     caller: Caller,
-    Query(p): Query<AuditParams>,
+    ApiQuery(p): ApiQuery<AuditParams>,
 ) -> ApiResult<Json<serde_json::Value>> {
     caller.require(&state, Action::Admin, resource::AUDIT)?;
     let Some(log) = state.security().audit() else {
@@ -94,17 +95,25 @@ pub async fn audit(
     let category = p.category.clone().filter(|c| !c.is_empty());
     let verify = p.verify.unwrap_or(true);
     let (records, chain) = tokio::task::spawn_blocking(move || {
-        // With a category filter, look further back for enough matches.
-        let window = if category.is_some() {
+        // With a category filter, read further back until enough records
+        // match or the whole log has been read.
+        let mut window = if category.is_some() {
             limit * 20
         } else {
             limit
         };
-        let mut records = gantry_security::audit::tail_records(&dir, window)
-            .map_err(|e| ApiError::internal("audit log", e))?;
-        if let Some(c) = &category {
-            records.retain(|r| r.get("category").and_then(|v| v.as_str()) == Some(c));
-        }
+        let mut records = loop {
+            let mut tail = gantry_security::audit::tail_records(&dir, window)
+                .map_err(|e| ApiError::internal("audit log", e))?;
+            let whole_log = tail.len() < window;
+            if let Some(c) = &category {
+                tail.retain(|r| r.get("category").and_then(|v| v.as_str()) == Some(c));
+            }
+            if tail.len() >= limit || whole_log {
+                break tail;
+            }
+            window = window.saturating_mul(4);
+        };
         records.reverse();
         records.truncate(limit);
         let chain = if verify {
@@ -191,7 +200,7 @@ fn change_identity(
 pub async fn disable_user(
     State(state): State<SharedState>,
     caller: Caller,
-    axum::extract::Path(name): axum::extract::Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     set_disabled(&state, &caller, &name, true)
 }
@@ -200,7 +209,7 @@ pub async fn disable_user(
 pub async fn enable_user(
     State(state): State<SharedState>,
     caller: Caller,
-    axum::extract::Path(name): axum::extract::Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     set_disabled(&state, &caller, &name, false)
 }
@@ -236,7 +245,7 @@ fn set_disabled(
 pub async fn change_roles(
     State(state): State<SharedState>,
     caller: Caller,
-    axum::extract::Path(name): axum::extract::Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {

@@ -264,7 +264,11 @@ impl Caller {
                 AuditEvent::new(
                     Category::Authorization,
                     &format!("api-{action}-denied"),
-                    Actor::new(self.identity.to_string(), ActorKind::Human, Some("session")),
+                    Actor::new(
+                        self.identity.to_string(),
+                        actor_kind(state, &self.identity),
+                        Some("session"),
+                    ),
                     action.as_str(),
                     false,
                 )
@@ -274,6 +278,20 @@ impl Caller {
                 .details(serde_json::json!({ "denials_not_recorded_since_last": suppressed })),
             );
         }
+    }
+}
+
+/// The audit log's kind for an identity (a device denied is not a person).
+fn actor_kind(state: &SharedState, identity: &str) -> ActorKind {
+    match state
+        .security()
+        .policy()
+        .principal(identity)
+        .map(|p| p.kind)
+    {
+        Some(gantry_security::IdentityKind::Device) => ActorKind::Device,
+        Some(gantry_security::IdentityKind::Service) => ActorKind::Service,
+        _ => ActorKind::Human,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use gantry_historian::query::{self, Aggregate, AggregateQuery, RawQuery};
 use gantry_historian::timefmt::{parse_duration_ms, parse_time};
 use gantry_historian::{HistorianError, HistoryRead, ReadAccess};
@@ -13,6 +13,7 @@ use gantry_security::Action;
 use serde::Deserialize;
 
 use crate::auth::{API_CLIENT_ID, Caller};
+use crate::error::ApiQuery;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
@@ -113,7 +114,7 @@ pub struct RawParams {
 pub async fn raw(
     State(state): State<SharedState>,
     caller: Caller,
-    Query(p): Query<RawParams>,
+    ApiQuery(p): ApiQuery<RawParams>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let filter = checked_filter(&state, &caller, p.path.as_deref())?;
     let now = now_ms();
@@ -147,7 +148,7 @@ pub struct AggregateParams {
 pub async fn aggregate(
     State(state): State<SharedState>,
     caller: Caller,
-    Query(p): Query<AggregateParams>,
+    ApiQuery(p): ApiQuery<AggregateParams>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let filter = checked_filter(&state, &caller, p.path.as_deref())?;
     let now = now_ms();
@@ -208,7 +209,7 @@ pub struct SnapshotParams {
 pub async fn snapshot(
     State(state): State<SharedState>,
     caller: Caller,
-    Query(p): Query<SnapshotParams>,
+    ApiQuery(p): ApiQuery<SnapshotParams>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let filter = checked_filter(&state, &caller, p.path.as_deref())?;
     let at_ms = time(p.at.as_deref(), "now", "at", now_ms())?;

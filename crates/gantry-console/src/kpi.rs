@@ -3,7 +3,7 @@
 //! computed from the historian), and one KPI's explanation.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use gantry_kpi::formulas::{Kpi, compute_one};
 use gantry_kpi::period::PeriodSpec;
 use gantry_kpi::report::{self, KpiError, Report};
@@ -11,6 +11,7 @@ use gantry_security::Action;
 use serde::Deserialize;
 
 use crate::auth::Caller;
+use crate::error::ApiQuery;
 use crate::error::{ApiError, ApiResult};
 use crate::history::{history_error, now_ms, with_reader};
 use crate::state::{KpiAccess, SharedState};
@@ -90,8 +91,10 @@ async fn compute(
         .clone()
         .filter(|p| !p.trim().is_empty())
         .unwrap_or_else(|| "current-shift".into());
-    let spec =
-        PeriodSpec::parse(&period).map_err(|e| ApiError::BadRequest(format!("period: {e}")))?;
+    let spec = PeriodSpec::parse(&period).map_err(|e| {
+        // The parser speaks the command line's language.
+        ApiError::BadRequest(format!("period: {}", e.replace("--period ", "")))
+    })?;
     let units = kpi.config.units_under(&path);
     for unit in &units {
         for topic in unit.input_topics() {
@@ -125,7 +128,7 @@ async fn compute(
 pub async fn show(
     State(state): State<SharedState>,
     caller: Caller,
-    Query(p): Query<KpiParams>,
+    ApiQuery(p): ApiQuery<KpiParams>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (report, _) = compute(&state, &caller, &p).await?;
     serde_json::to_value(report)
@@ -137,7 +140,7 @@ pub async fn show(
 pub async fn explain(
     State(state): State<SharedState>,
     caller: Caller,
-    Query(p): Query<KpiParams>,
+    ApiQuery(p): ApiQuery<KpiParams>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let name = p.kpi.as_deref().unwrap_or("oee");
     let Some(kpi) = Kpi::parse(name) else {

@@ -75,9 +75,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/audit", get(admin::audit))
         .route("/live", get(live::feed))
         .route("/openapi.json", get(openapi::openapi))
+        // Nested: the path seen here lacks the `/api/v1` prefix.
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!(
-                "no API endpoint {} {} (see /api/v1/openapi.json)",
+                "no API endpoint {} /api/v1{} (see /api/v1/openapi.json)",
                 req.method(),
                 req.uri().path()
             ))
@@ -92,6 +93,13 @@ pub fn router(state: SharedState) -> Router {
             ApiError::NotFound(format!(
                 "nothing at {} (the console is at /)",
                 req.uri().path()
+            ))
+        })
+        .method_not_allowed_fallback(|uri: axum::extract::OriginalUri, req: Request| async move {
+            ApiError::MethodNotAllowed(format!(
+                "{} is not allowed on {} (see /api/v1/openapi.json)",
+                req.method(),
+                uri.0.path()
             ))
         })
         .layer(axum::middleware::from_fn(security_headers))

@@ -13,11 +13,19 @@ use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::state::SharedState;
 
-/// Builds the exposition text, one `# TYPE` per family.
+/// One metric family: its header and its samples, kept together.
+struct Family {
+    kind: &'static str,
+    help: &'static str,
+    samples: String,
+}
+
+/// Builds the exposition text: each family's samples together under one
+/// `# HELP`/`# TYPE`, families in the order they first appear.
 #[derive(Default)]
 pub struct Exposition {
-    text: String,
-    declared: std::collections::HashSet<String>,
+    order: Vec<String>,
+    families: std::collections::HashMap<String, Family>,
 }
 
 fn metric_name(raw: &str) -> String {
@@ -38,82 +46,103 @@ fn label_value(raw: &str) -> String {
         .replace('\n', "\\n")
 }
 
+fn number(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    }
+}
+
 impl Exposition {
     pub fn sample(
         &mut self,
         name: &str,
-        kind: &str,
-        help: &str,
+        kind: &'static str,
+        help: &'static str,
         labels: &[(&str, &str)],
         value: f64,
     ) {
         if !value.is_finite() {
             return;
         }
-        if self.declared.insert(name.to_owned()) {
-            let _ = writeln!(self.text, "# HELP {name} {help}");
-            let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        if !self.families.contains_key(name) {
+            self.order.push(name.to_owned());
         }
-        self.text.push_str(name);
+        let family = self.families.entry(name.to_owned()).or_insert(Family {
+            kind,
+            help,
+            samples: String::new(),
+        });
+        let out = &mut family.samples;
+        out.push_str(name);
         if !labels.is_empty() {
-            self.text.push('{');
+            out.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
                 if i > 0 {
-                    self.text.push(',');
+                    out.push(',');
                 }
-                let _ = write!(self.text, "{k}=\"{}\"", label_value(v));
+                let _ = write!(out, "{k}=\"{}\"", label_value(v));
             }
-            self.text.push('}');
+            out.push('}');
         }
-        let _ = writeln!(self.text, " {value}");
+        let _ = writeln!(out, " {value}");
     }
 
     /// Every number (and boolean, as 0/1) at the top level of a JSON object
-    /// and one level down, named `<prefix>_<key>[_<subkey>]`.
+    /// and one level down, named `<prefix>_<key>[_<subkey>]`. Objects named
+    /// in `by_label` (key → label) are keyed by data (topics, client ids):
+    /// their entries become one family `<prefix>_<key>` with the entry's
+    /// key as that label, never part of a metric name.
     pub fn flatten(
         &mut self,
         prefix: &str,
-        help: &str,
+        help: &'static str,
         labels: &[(&str, &str)],
+        by_label: &[(&str, &str)],
         json: &serde_json::Value,
     ) {
         let Some(obj) = json.as_object() else { return };
         for (key, value) in obj {
             let name = format!("{prefix}_{}", metric_name(key));
-            match value {
-                serde_json::Value::Number(n) => {
-                    if let Some(v) = n.as_f64() {
-                        self.sample(&name, "gauge", help, labels, v);
+            if let Some((_, label)) = by_label.iter().find(|(k, _)| k == key) {
+                for (entry, v) in value.as_object().into_iter().flatten() {
+                    if let Some(v) = number(v) {
+                        let mut all = labels.to_vec();
+                        all.push((label, entry));
+                        self.sample(&name, "gauge", help, &all, v);
                     }
                 }
-                serde_json::Value::Bool(b) => {
-                    self.sample(&name, "gauge", help, labels, f64::from(u8::from(*b)))
-                }
+                continue;
+            }
+            match value {
                 serde_json::Value::Object(inner) => {
                     for (sub, v) in inner {
-                        let value = match v {
-                            serde_json::Value::Number(n) => n.as_f64(),
-                            serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
-                            _ => None,
-                        };
-                        if let Some(v) = value {
-                            self.sample(
-                                &format!("{name}_{}", metric_name(sub)),
-                                "gauge",
-                                help,
-                                labels,
-                                v,
-                            );
+                        if let Some(v) = number(v) {
+                            let sub_name = format!("{name}_{}", metric_name(sub));
+                            self.sample(&sub_name, "gauge", help, labels, v);
                         }
                     }
                 }
-                _ => {}
+                v => {
+                    if let Some(v) = number(v) {
+                        self.sample(&name, "gauge", help, labels, v);
+                    }
+                }
             }
         }
     }
 
     pub fn finish(self) -> String {
-        self.text
+        let mut text = String::new();
+        for name in &self.order {
+            if let Some(f) = self.families.get(name) {
+                let _ = writeln!(text, "# HELP {name} {}", f.help);
+                let _ = writeln!(text, "# TYPE {name} {}", f.kind);
+                text.push_str(&f.samples);
+            }
+        }
+        text
     }
 }
 
@@ -219,6 +248,7 @@ pub async fn metrics(State(state): State<SharedState>, caller: Caller) -> ApiRes
             "gantry_contracts",
             "Data contract statistics ($SYS/broker/contracts).",
             &[],
+            &[("by_path", "path"), ("by_client", "client_id")],
             &json,
         );
     }
@@ -228,6 +258,7 @@ pub async fn metrics(State(state): State<SharedState>, caller: Caller) -> ApiRes
         out.flatten(
             "gantry_historian",
             "Historian status ($SYS/broker/historian).",
+            &[],
             &[],
             &json,
         );
@@ -242,6 +273,7 @@ pub async fn metrics(State(state): State<SharedState>, caller: Caller) -> ApiRes
                 "gantry_connector",
                 "Connector health (<enterprise>/_sys/connectors/).",
                 &[("connector", connector), ("name", name)],
+                &[],
                 &json,
             );
         }
@@ -354,16 +386,24 @@ mod tests {
     fn families_are_declared_once_and_labels_escaped() {
         let mut e = Exposition::default();
         e.sample("g", "gauge", "help", &[("path", "a\"b")], 1.0);
+        e.sample("h", "gauge", "help", &[], 5.0);
         e.sample("g", "gauge", "help", &[("path", "c")], 2.0);
         e.sample("g", "gauge", "help", &[], f64::NAN);
         e.flatten(
             "x",
             "h",
             &[],
-            &serde_json::json!({"a-b": 3, "ok": true, "m": {"k": 4}, "s": "t"}),
+            &[("by_client", "client_id")],
+            &serde_json::json!({"a-b": 3, "ok": true, "m": {"k": 4}, "s": "t", "by_client": {"a.b": 1, "a-b": 2}}),
         );
         let text = e.finish();
         assert_eq!(text.matches("# TYPE g gauge").count(), 1);
+        // A family's samples are together, before the next family.
+        let g = text.find("g{path=\"c\"}").unwrap_or(usize::MAX);
+        let h = text.find("# TYPE h").unwrap_or(0);
+        assert!(g < h, "{text}");
+        assert!(text.contains("x_by_client{client_id=\"a.b\"} 1\n"));
+        assert!(text.contains("x_by_client{client_id=\"a-b\"} 2\n"));
         assert!(text.contains("g{path=\"a\\\"b\"} 1\n"));
         assert!(text.contains("x_a_b 3\n"));
         assert!(text.contains("x_ok 1\n"));

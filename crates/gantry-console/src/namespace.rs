@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use gantry_broker::Message;
 use gantry_model::{Quality, Sample, SampleRef, Value};
 use gantry_security::Action;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
+use crate::error::ApiQuery;
 use crate::error::{ApiError, ApiResult};
 use crate::model_index::{Contract, EquipmentInfo, NodeKind};
 use crate::state::{AppState, SharedState, SourceRef};
@@ -144,7 +145,7 @@ pub struct Browse {
 pub async fn browse(
     State(state): State<SharedState>,
     caller: Caller,
-    Query(q): Query<BrowseQuery>,
+    ApiQuery(q): ApiQuery<BrowseQuery>,
 ) -> ApiResult<Json<Browse>> {
     let path = clean_path(&q.path, "path")?;
     if path.starts_with('$') {
@@ -277,7 +278,7 @@ fn contains_all(haystack: &str, words: &[Vec<u8>]) -> bool {
 pub async fn search(
     State(state): State<SharedState>,
     caller: Caller,
-    Query(q): Query<SearchQuery>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<Json<SearchResult>> {
     let words: Vec<Vec<u8>> =
         q.q.split(|c: char| c.is_whitespace() || c == '/')
@@ -290,15 +291,33 @@ pub async fn search(
         ));
     }
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    // A scan of the whole namespace: off the async workers.
+    let (results, truncated) =
+        tokio::task::spawn_blocking(move || search_blocking(&state, &caller, &words, limit))
+            .await
+            .map_err(|e| ApiError::internal("search", e))?;
+    Ok(Json(SearchResult {
+        query: q.q,
+        results,
+        truncated,
+    }))
+}
+
+fn search_blocking(
+    state: &SharedState,
+    caller: &Caller,
+    words: &[Vec<u8>],
+    limit: usize,
+) -> (Vec<Hit>, bool) {
     let index = state.model_index();
     // Retained topics (with values) first, then modeled nodes without one.
     let (messages, mut truncated) = state.broker().retained_search(limit * 4, |topic| {
-        !topic.starts_with('$') && contains_all(topic, &words)
+        !topic.starts_with('$') && contains_all(topic, words)
     });
     let mut hits: Vec<Hit> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for msg in &messages {
-        if !caller.may(&state, Action::Subscribe, &msg.topic) {
+        if !caller.may(state, Action::Subscribe, &msg.topic) {
             continue;
         }
         seen.insert(msg.topic.to_string());
@@ -312,7 +331,7 @@ pub async fn search(
         hits.push(Hit {
             path: msg.topic.to_string(),
             kind,
-            live: Some(Live::of(msg, stale_after_ms(&state), now_ms())),
+            live: Some(Live::of(msg, stale_after_ms(state), now_ms())),
             contract: index.tag(&msg.topic).map(|t| t.contract.clone()),
         });
     }
@@ -321,7 +340,7 @@ pub async fn search(
             truncated = true;
             break;
         }
-        if seen.contains(path) || !contains_all(path, &words) || !caller.may_browse(&state, path) {
+        if seen.contains(path) || !contains_all(path, words) || !caller.may_browse(state, path) {
             continue;
         }
         hits.push(Hit {
@@ -343,11 +362,7 @@ pub async fn search(
         hits.truncate(limit);
         truncated = true;
     }
-    Ok(Json(SearchResult {
-        query: q.q,
-        results: hits,
-        truncated,
-    }))
+    (hits, truncated)
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,7 +387,7 @@ pub struct TagDetail {
 pub async fn tag(
     State(state): State<SharedState>,
     caller: Caller,
-    Query(q): Query<TagQuery>,
+    ApiQuery(q): ApiQuery<TagQuery>,
 ) -> ApiResult<Json<TagDetail>> {
     let path = clean_path(&q.path, "path")?;
     if path.is_empty() {

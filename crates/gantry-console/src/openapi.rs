@@ -228,7 +228,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
             req("path", "A work unit, line, area or site."),
             p(
                 "kpi",
-                "oee (default), availability, effectiveness, quality_rate, …",
+                "oee (default), availability, effectiveness, quality, throughput, scrap_ratio, technical_efficiency, mtbf, mttr, energy_per_good_unit",
             ),
             p("period", PERIOD),
         ],
@@ -483,7 +483,7 @@ pub fn document() -> serde_json::Value {
                         "required": ["status", "code", "message"],
                         "properties": {
                             "status": {"type": "integer"},
-                            "code": {"type": "string", "enum": ["bad_request", "unauthorized", "forbidden", "not_found", "too_many_requests", "unavailable", "internal"]},
+                            "code": {"type": "string", "enum": ["bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "too_many_requests", "unavailable", "internal"]},
                             "message": {"type": "string"},
                         },
                     }},

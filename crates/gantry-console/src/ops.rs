@@ -2,11 +2,12 @@
 //! broker, historian and contract statistics, and the connected clients.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use gantry_security::Action;
 use serde::Deserialize;
 
 use crate::auth::Caller;
+use crate::error::ApiQuery;
 use crate::error::ApiResult;
 use crate::state::SharedState;
 
@@ -22,7 +23,7 @@ pub struct DeadLetterParams {
 pub async fn dead_letters(
     State(state): State<SharedState>,
     caller: Caller,
-    Query(p): Query<DeadLetterParams>,
+    ApiQuery(p): ApiQuery<DeadLetterParams>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let limit = p.limit.unwrap_or(200).clamp(1, 10_000);
     let prefix = p
