@@ -1,6 +1,7 @@
 //! KPIs over HTTP: the work units and roll-up paths, a path's report for a
-//! period (the live engine answers the current shift; other periods are
-//! computed from the historian), and one KPI's explanation.
+//! period (computed from the historian, as `gantry kpi show` does; the live
+//! engine answers the current shift when there is no historian), and one
+//! KPI's explanation.
 
 use axum::Json;
 use axum::extract::State;
@@ -106,7 +107,11 @@ async fn compute(
             })?;
         }
     }
+    // The historian answers every period, the current shift up to now
+    // included; the live engine's last tick (up to `publish_every` old)
+    // answers the current shift only when there is no historian.
     if matches!(spec, PeriodSpec::CurrentShift)
+        && state.deps.historian.is_none()
         && let Some(report) = kpi
             .engine
             .lock()

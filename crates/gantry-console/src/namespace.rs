@@ -417,7 +417,11 @@ pub async fn tag(
     });
     let recorded = info.is_some() && state.deps.historian.is_some();
     Ok(Json(TagDetail {
-        kind: index.kind(&path).unwrap_or(NodeKind::Topic),
+        kind: index.kind(&path).unwrap_or(if system_kind(&path) {
+            NodeKind::System
+        } else {
+            NodeKind::Topic
+        }),
         live: message
             .as_ref()
             .map(|m| Live::of(m, stale_after_ms(&state), now_ms())),
