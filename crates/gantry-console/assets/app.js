@@ -2449,10 +2449,23 @@ const KPI_INFO = {
 const KPI_MAIN = ['availability', 'effectiveness', 'quality'];
 const KPI_MORE = ['throughput', 'scrap_ratio', 'technical_efficiency', 'mtbf', 'mttr', 'energy_per_good_unit'];
 const PERIODS = [
-  ['current-shift', 'Current shift'], ['last-shift', 'Last shift'], ['today', 'Today'], ['yesterday', 'Yesterday'],
-  ['week', 'This week'], ['last-week', 'Last week'],
+  ['current-shift', 'Current shift'], ['last-hour', 'Last hour'], ['last-8-hours', 'Last 8 hours'], ['last-shift', 'Last shift'],
+  ['today', 'Today'], ['yesterday', 'Yesterday'], ['week', 'This week'], ['last-week', 'Last week'],
 ];
-const LIVE_PERIODS = new Set(['current-shift', 'today', 'week']);
+// Periods that end now: the API gets them as FROM..TO instants, computed at
+// each request so they roll forward; the address keeps the name.
+const ROLLING_PERIODS = {
+  'last-hour': { ms: 3_600_000, label: 'Last hour', whose: 'the last hour’s' },
+  'last-8-hours': { ms: 8 * 3_600_000, label: 'Last 8 hours', whose: 'the last 8 hours’' },
+};
+const LIVE_PERIODS = new Set(['current-shift', 'today', 'week', ...Object.keys(ROLLING_PERIODS)]);
+// Whose time a period is, for the no-data note ("… of this shift’s 62.2 min").
+const PERIOD_WHOSE = {
+  'current-shift': 'this shift’s', 'last-shift': 'the last shift’s', today: 'today’s', yesterday: 'yesterday’s',
+  week: 'this week’s', 'last-week': 'last week’s',
+};
+// Above this share of planned busy time without data, a KPI card says so.
+const UNKNOWN_NOTE_SHARE = 0.1;
 const kpiMemory = { scope: '' };
 
 function kpiLabel(k) {
@@ -2478,6 +2491,57 @@ function inputText(i) {
     case 'h': return `${nf2.format(i.value)} h`;
     default: return `${fmtNum(i.value)}${i.unit ? ` ${i.unit}` : ''}`;
   }
+}
+
+/** The period as the API takes it: a rolling period becomes `FROM..TO` (RFC 3339) ending now. */
+function apiPeriod(period) {
+  const r = ROLLING_PERIODS[period];
+  if (!r) return period;
+  const to = new Date();
+  return `${new Date(to.getTime() - r.ms).toISOString()}..${to.toISOString()}`;
+}
+
+/** The period's name for people: the selector's label, else the report's own. */
+function periodLabel(period, report) {
+  if (ROLLING_PERIODS[period]) return ROLLING_PERIODS[period].label;
+  return (report && report.period) || period;
+}
+
+function periodWhose(period) {
+  if (ROLLING_PERIODS[period]) return ROLLING_PERIODS[period].whose;
+  if (PERIOD_WHOSE[period]) return PERIOD_WHOSE[period];
+  if (period.startsWith('shift:')) return 'the shift’s';
+  if (period.startsWith('day:')) return 'the day’s';
+  return 'the period’s';
+}
+
+/**
+ * A note when much of the planned busy time (PBT = POT − PDOT) has no data:
+ * that time is UNKNOWN and availability counts it as lost (ISO 22400), so a
+ * period that began before Gantry ran shows a low OEE. `lastHour` is the
+ * address of the same view over the last hour (null: no link). Null when
+ * the unknown time is at most UNKNOWN_NOTE_SHARE of PBT.
+ */
+function noDataNote(r, period, lastHour) {
+  const e = (r && r.elements) || {};
+  const pbt = (e.pot_ms || 0) - (e.pdot_ms || 0);
+  const unknown = e.unknown_ms || 0;
+  if (!(pbt > 0) || !(unknown > UNKNOWN_NOTE_SHARE * pbt)) return null;
+  const share = Math.min(1, unknown / pbt);
+  const n = Array.isArray(r.units) ? r.units.length : 0;
+  const why = '(Gantry was not running or a machine sent nothing)';
+  // A roll-up sums its units' times: say so rather than show "6 h of the last hour".
+  const text = n > 1
+    ? `${fmtPct(share)} of ${periodWhose(period)} planned busy time of its ${n} work units (${fmtDuration(unknown)} of ${fmtDuration(pbt)}, summed) has no data ${why}: availability counts it as lost.`
+    : `${fmtDuration(unknown)} of ${periodWhose(period)} ${fmtDuration(pbt)} (${fmtPct(share)}) have no data ${why}: availability counts them as lost.`;
+  let link = null;
+  if (lastHour && period !== 'last-hour') {
+    link = h('a', { class: 'btn btn-small', href: lastHour, testid: 'show-last-hour' }, 'Show the last hour');
+    link.addEventListener('click', () => store.set('kpi.period', 'last-hour'));
+  }
+  return h('div', { class: 'notice notice-warn nodata-note', testid: 'no-data-note', dataset: { share: share.toFixed(3) } },
+    h('span', { class: 'notice-icon', 'aria-hidden': 'true' }, '!'),
+    h('div', { class: 'notice-body' }, h('p', null, h('strong', null, 'Mostly no data. '), text), link));
 }
 
 function levelName(path, isUnit) {
@@ -2586,7 +2650,7 @@ async function pageKpi(ctx, params) {
     const secId = uid('kpisec');
     body.append(h('section', { class: 'kpi-section', 'aria-labelledby': secId }, h('h2', { id: secId }, key), grid));
     for (const p of paths) {
-      const card = kpiCard(p, unitSet.has(p), children.get(p) || [], period);
+      const card = kpiCard(p, unitSet.has(p), children.get(p) || [], period, href('kpi', { path: scope, period: 'last-hour' }));
       cards.set(p, card);
       grid.append(card.el);
     }
@@ -2598,10 +2662,12 @@ async function pageKpi(ctx, params) {
     loading = true;
     refresh.disabled = true;
     try {
+      // One range for every card of this refresh.
+      const asked = apiPeriod(period);
       await pool(shown, 4, async (p) => {
         if (ctx.disposed) return;
         try {
-          const r = await ctx.api(`/kpi?${qs({ path: p, period })}`);
+          const r = await ctx.api(`/kpi?${qs({ path: p, period: asked })}`);
           cards.get(p).fill(r);
         } catch (e) {
           if (!isAbort(e)) cards.get(p).fail(e);
@@ -2618,7 +2684,7 @@ async function pageKpi(ctx, params) {
   await loadAll();
 }
 
-function kpiCard(path, isUnit, kids, period) {
+function kpiCard(path, isUnit, kids, period, lastHour) {
   const level = levelName(path, isUnit);
   const content = h('div', { class: 'kpi-content' }, h('p', { class: 'muted' }, 'Loading…'));
   const el = h('article', { class: `panel kpi-card${isUnit ? ' is-unit' : ' is-rollup'}`, testid: 'kpi-card', dataset: { path } },
@@ -2644,7 +2710,7 @@ function kpiCard(path, isUnit, kids, period) {
     el,
     fill(r) {
       clear(content);
-      content.append(tile(r, 'oee', true), h('div', { class: 'kpi-trio' }, KPI_MAIN.map((k) => tile(r, k, false))));
+      appendAll(content, [tile(r, 'oee', true), noDataNote(r, period, lastHour), h('div', { class: 'kpi-trio' }, KPI_MAIN.map((k) => tile(r, k, false)))]);
       const more = h('dl', { class: 'kpi-more' });
       for (const k of KPI_MORE) {
         const v = (r.kpis || []).find((x) => x.kpi === k);
@@ -2653,7 +2719,7 @@ function kpiCard(path, isUnit, kids, period) {
           h('a', { href: href('kpi', { path, period, explain: k }), title: v.why || v.formula || '' }, kpiText(v)))));
       }
       content.append(more);
-      const foot = h('footer', { class: 'kpi-foot' }, h('span', { class: 'muted' }, `${r.period || ''} · ${fmtTime(r.from_ms, false)} – ${fmtTime(r.to_ms, false).slice(11)}`));
+      const foot = h('footer', { class: 'kpi-foot' }, h('span', { class: 'muted' }, `${periodLabel(period, r)} · ${fmtTime(r.from_ms, false)} – ${fmtTime(r.to_ms, false).slice(11)}`));
       if (kids.length) {
         foot.append(h('nav', { class: 'kpi-kids', 'aria-label': `Below ${lastSegment(path)}` }, h('span', { class: 'muted' }, `${isUnit ? 'Below' : 'Units'}:`),
           kids.map((kp) => h('a', { href: href('kpi', { path: kp, period }) }, lastSegment(kp)))));
@@ -2680,7 +2746,7 @@ async function pageKpiExplain(ctx, path, kpi, period) {
   ctx.main.append(box);
   let d;
   try {
-    d = await ctx.api(`/kpi/explain?${qs({ path, kpi, period })}`);
+    d = await ctx.api(`/kpi/explain?${qs({ path, kpi, period: apiPeriod(period) })}`);
   } catch (e) {
     if (isAbort(e)) return;
     clear(box).append(errorNotice(e, `the explanation of ${kpiLabel(kpi)}`));
@@ -2696,8 +2762,8 @@ async function pageKpiExplain(ctx, path, kpi, period) {
     h('div', { class: 'explain-formula' },
       h('p', null, h('span', { class: 'muted' }, 'Formula '), h('code', { class: 'formula' }, `${kpiLabel(kpi)} = ${v.formula || '?'}`)),
       v.why ? h('p', { class: 'kpi-why' }, v.why) : null,
-      h('p', { class: 'muted' }, `${r.period || ''} · ${fmtTime(r.from_ms)} to ${fmtTime(r.to_ms)}`)));
-  box.append(head);
+      h('p', { class: 'muted' }, `${periodLabel(period, r)} · ${fmtTime(r.from_ms)} to ${fmtTime(r.to_ms)}`)));
+  appendAll(box, [head, noDataNote(r, period, href('kpi', { path, period: 'last-hour', explain: kpi }))]);
 
   const inputs = h('table', { class: 'data' }, h('caption', null, 'Inputs'),
     h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Element'), h('th', { scope: 'col', class: 'num' }, 'Value'))),
@@ -3181,27 +3247,199 @@ async function pageAudit(ctx) {
 
 // --------------------------------------------------------------------- access
 
+/**
+ * Asks before an action, in a modal dialog that names its effect. Resolves
+ * true when confirmed; Cancel, Escape or leaving the page resolve false.
+ */
+function confirmDialog(ctx, { title, message, confirm, danger = false }) {
+  return new Promise((resolve) => {
+    const titleId = uid('dlg-title');
+    const msgId = uid('dlg-msg');
+    const ok = h('button', { type: 'button', class: `btn ${danger ? 'btn-danger' : 'btn-primary'}`, testid: 'confirm-ok' }, confirm);
+    const cancel = h('button', { type: 'button', class: 'btn', testid: 'confirm-cancel' }, 'Cancel');
+    const dlg = h('dialog', { class: 'confirm-dialog', testid: 'confirm-dialog', 'aria-labelledby': titleId, 'aria-describedby': msgId },
+      h('h2', { id: titleId }, title), h('p', { id: msgId }, message), h('div', { class: 'dialog-actions' }, cancel, ok));
+    const opener = document.activeElement;
+    let confirmed = false;
+    ok.addEventListener('click', () => {
+      confirmed = true;
+      dlg.close();
+    });
+    cancel.addEventListener('click', () => dlg.close());
+    dlg.addEventListener('close', () => {
+      dlg.remove();
+      if (!confirmed && opener && opener.isConnected) opener.focus();
+      resolve(confirmed);
+    });
+    ctx.onDispose(() => {
+      if (dlg.open) dlg.close();
+    });
+    document.body.append(dlg);
+    dlg.showModal();
+    // The harmless choice has the focus: Enter does not act by accident.
+    cancel.focus();
+  });
+}
+
 async function pageAccess(ctx) {
   ctx.main.append(h('div', { class: 'page-head' }, pageTitle(ctx, 'Users and roles')));
-  const usersBox = h('section', { class: 'panel', 'aria-labelledby': 'users-h' }, h('h2', { id: 'users-h' }, 'Users'), h('p', { class: 'muted' }, 'Loading…'));
+  const usersBox = h('section', { class: 'panel', 'aria-labelledby': 'users-h' }, h('h2', { id: 'users-h' }, 'Users'));
+  const usersStatus = h('div', { class: 'access-status' });
+  const usersBody = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
+  usersBox.append(usersStatus, usersBody);
   const rolesBox = h('section', { class: 'panel', 'aria-labelledby': 'roles-h' }, h('h2', { id: 'roles-h' }, 'Roles'), h('p', { class: 'muted' }, 'Loading…'));
   ctx.main.append(usersBox, rolesBox);
-  const loadUsers = async () => {
+  const showUsers = can('users') || !can('roles');
+  const showRoles = can('roles') || !can('users');
+  const manage = can('users');
+  // Every role's name, for "Add role" (null: the roles could not be read).
+  let roleNames = null;
+
+  const rowOf = (name) => [...usersBody.querySelectorAll('[data-testid="user-row"]')].find((r) => r.dataset.user === name);
+
+  /** Runs one change of `user`, then re-reads the table and says what happened. */
+  async function change(user, what, request, done, focus) {
+    clear(usersStatus);
+    const row = rowOf(user);
+    if (row) for (const b of row.querySelectorAll('button, select')) b.disabled = true;
+    let ok = false;
+    try {
+      const res = await ctx.api(`/users/${encodeURIComponent(user)}/${request.path}`, { method: 'POST', body: request.body });
+      ok = true;
+      toast(done(res || {}));
+    } catch (e) {
+      if (isAbort(e) || ctx.disposed) return;
+      usersStatus.append(notice('error', `Could not ${what}`, e instanceof ApiError ? e.message : String((e && e.message) || e)));
+    }
+    // A change of one's own roles may change what this page may show.
+    if (ok && session.me && user === session.me.identity) {
+      try {
+        session.me = await api('/me');
+      } catch (e) {
+        return;
+      }
+      renderHeader();
+      if (!can('users')) {
+        render();
+        return;
+      }
+    }
+    await loadUsers();
+    if (ctx.disposed) return;
+    const again = rowOf(user);
+    if (!ok) {
+      // The API's message, where the focus (and a screen reader) goes next.
+      usersStatus.scrollIntoView({ block: 'nearest' });
+      usersStatus.focus({ preventScroll: true });
+      return;
+    }
+    const target = again && [...focus, 'th'].map((sel) => again.querySelector(sel)).find((el) => el && !el.disabled);
+    if (target) {
+      if (target.tagName === 'TH') target.tabIndex = -1;
+      target.focus();
+    }
+  }
+
+  async function setDisabled(u, disable) {
+    const sure = await confirmDialog(ctx, disable ? {
+      title: `Disable ${u.name}?`,
+      message: `${u.name} can no longer log in: their MQTT logins are refused and their console sessions end. Nothing else about the identity changes; you can enable it again.`,
+      confirm: `Disable ${u.name}`,
+      danger: true,
+    } : {
+      title: `Enable ${u.name}?`,
+      message: `${u.name} can log in again: their MQTT and console logins are accepted, with the roles they hold (${(u.roles || []).join(', ') || 'none'}).`,
+      confirm: `Enable ${u.name}`,
+    });
+    if (!sure) return;
+    await change(u.name, disable ? `disable ${u.name}` : `enable ${u.name}`, { path: disable ? 'disable' : 'enable' },
+      () => (disable ? `${u.name} is disabled: MQTT logins refused, console sessions ended.` : `${u.name} is enabled again.`),
+      [disable ? '[data-testid="user-enable"]' : '[data-testid="user-disable"]']);
+  }
+
+  async function revoke(u, role) {
+    const self = session.me && u.name === session.me.identity;
+    const sure = await confirmDialog(ctx, {
+      title: `Revoke ${role} from ${u.name}?`,
+      message: `${u.name} loses the permissions of the role ${role} at once, for MQTT and the console.${self ? ' This is your own identity: you may lose access to this page.' : ''}`,
+      confirm: `Revoke ${role}`,
+      danger: true,
+    });
+    if (!sure) return;
+    await change(u.name, `revoke ${role} from ${u.name}`, { path: 'roles', body: { revoke: role } },
+      (res) => `Revoked ${role} from ${u.name}${Array.isArray(res.roles) ? `; roles now: ${res.roles.join(', ') || 'none'}` : ''}.`,
+      ['[data-testid="role-add-select"]', '[data-testid="role-revoke"]']);
+  }
+
+  async function grant(u, role) {
+    await change(u.name, `grant ${role} to ${u.name}`, { path: 'roles', body: { grant: role } },
+      (res) => `Granted ${role} to ${u.name}${Array.isArray(res.roles) ? `; roles now: ${res.roles.join(', ')}` : ''}.`,
+      ['[data-testid="role-add-select"]', `[data-testid="role-chip"][data-role="${CSS.escape(role)}"] button`]);
+  }
+
+  function rolesCell(u) {
+    const roles = u.roles || [];
+    if (!manage) return h('td', null, roles.join(', ') || '—');
+    const chips = h('ul', { class: 'chips role-chips', 'aria-label': `Roles of ${u.name}` }, roles.map((r) => h('li', { class: 'chip role-chip', testid: 'role-chip', dataset: { role: r } },
+      h('span', null, r),
+      h('button', {
+        type: 'button', class: 'chip-x', testid: 'role-revoke', title: `Revoke ${r} from ${u.name}`,
+        'aria-label': `Revoke role ${r} from ${u.name}`, onclick: () => revoke(u, r),
+      }, h('span', { 'aria-hidden': 'true' }, '×')))));
+    const cell = h('td', { class: 'roles-cell' }, roles.length ? chips : h('p', { class: 'muted small' }, 'No roles.'));
+    if (!roleNames) return cell;
+    const missing = roleNames.filter((r) => !roles.includes(r));
+    if (!missing.length) {
+      cell.append(h('p', { class: 'muted small' }, 'Holds every role.'));
+      return cell;
+    }
+    const id = uid('role-add');
+    const sel = h('select', { id, testid: 'role-add-select' }, h('option', { value: '' }, 'Choose a role…'), missing.map((r) => h('option', { value: r }, r)));
+    const add = h('button', { type: 'button', class: 'btn btn-small', testid: 'role-add', 'aria-label': `Add the chosen role to ${u.name}` }, 'Add');
+    const hint = h('span', { class: 'role-add-hint small', role: 'status' });
+    add.addEventListener('click', () => {
+      if (!sel.value) {
+        hint.textContent = 'Choose a role first.';
+        sel.focus();
+        return;
+      }
+      grant(u, sel.value);
+    });
+    sel.addEventListener('change', () => {
+      hint.textContent = '';
+    });
+    cell.append(h('div', { class: 'role-add' }, h('label', { for: id, class: 'small' }, `Add role to ${u.name}`), h('div', { class: 'role-add-row' }, sel, add), hint));
+    return cell;
+  }
+
+  function actionsCell(u) {
+    if (session.me && u.name === session.me.identity) return h('td', null, h('span', { class: 'muted small' }, 'You: cannot disable yourself'));
+    const b = u.disabled
+      ? h('button', { type: 'button', class: 'btn btn-small', testid: 'user-enable', 'aria-label': `Enable ${u.name}`, onclick: () => setDisabled(u, false) }, 'Enable')
+      : h('button', { type: 'button', class: 'btn btn-small btn-danger-quiet', testid: 'user-disable', 'aria-label': `Disable ${u.name}`, onclick: () => setDisabled(u, true) }, 'Disable');
+    return h('td', null, b);
+  }
+
+  async function loadUsers() {
     try {
       const d = await ctx.api('/users');
-      const body = h('tbody', null, (d.users || []).map((u) => h('tr', { testid: 'user-row' },
-        h('th', { scope: 'row', class: 'nowrap' }, u.name), h('td', null, u.kind || '—'), h('td', null, (u.roles || []).join(', ') || '—'),
-        h('td', null, u.disabled ? statusBadge('disabled', 'bad') : statusBadge('active', 'ok')),
+      const body = h('tbody', null, (d.users || []).map((u) => h('tr', { testid: 'user-row', dataset: { user: u.name }, class: u.disabled ? 'row-disabled' : null },
+        h('th', { scope: 'row', class: 'nowrap' }, u.name), h('td', null, u.kind || '—'), rolesCell(u),
+        h('td', null, u.disabled ? statusBadge('disabled', 'bad') : statusBadge('active', 'ok')), manage ? actionsCell(u) : null,
         h('td', null, u.break_glass ? statusBadge('break-glass', 'warn') : 'no'), h('td', null, u.certificate ? 'yes' : 'no'), h('td', null, u.description || ''))));
-      clear(usersBox).append(h('h2', { id: 'users-h' }, 'Users'), h('div', { class: 'table-wrap' }, h('table', { class: 'data' },
-        h('thead', null, h('tr', null, ['Name', 'Kind', 'Roles', 'State', 'Break-glass', 'Certificate', 'Description'].map((c) => h('th', { scope: 'col' }, c)))), body)));
+      // The actions next to the state they change (in view on a tablet, too).
+      const cols = ['Name', 'Kind', 'Roles', 'State', ...(manage ? ['Actions'] : []), 'Break-glass', 'Certificate', 'Description'];
+      clear(usersBody).append(h('div', { class: 'table-wrap' }, h('table', { class: 'data users-table' },
+        h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col' }, c)))), body)));
     } catch (e) {
-      if (!isAbort(e)) clear(usersBox).append(h('h2', { id: 'users-h' }, 'Users'), errorNotice(e, 'the users'));
+      if (!isAbort(e)) clear(usersBody).append(errorNotice(e, 'the users'));
     }
-  };
-  const loadRoles = async () => {
+  }
+
+  async function loadRoles() {
     try {
       const d = await ctx.api('/roles');
+      roleNames = (d.roles || []).map((r) => r.name).filter((n) => typeof n === 'string');
       const body = h('tbody', null, (d.roles || []).map((r) => h('tr', { testid: 'role-row' },
         h('th', { scope: 'row', class: 'nowrap' }, r.name), h('td', null, r.description || ''),
         h('td', null, h('ul', { class: 'plain' }, (r.permissions || []).map((p) => h('li', null, h('code', null, typeof p === 'string' ? p : JSON.stringify(p)))))),
@@ -3211,8 +3449,15 @@ async function pageAccess(ctx) {
     } catch (e) {
       if (!isAbort(e)) clear(rolesBox).append(h('h2', { id: 'roles-h' }, 'Roles'), errorNotice(e, 'the roles'));
     }
-  };
-  await Promise.all([can('users') || !can('roles') ? loadUsers() : usersBox.remove(), can('roles') || !can('users') ? loadRoles() : rolesBox.remove()]);
+  }
+
+  if (!showUsers) usersBox.remove();
+  if (!showRoles) rolesBox.remove();
+  usersStatus.tabIndex = -1;
+  // The roles first: the users' "Add role" lists them.
+  if (showRoles) await loadRoles();
+  if (ctx.disposed) return;
+  if (showUsers) await loadUsers();
 }
 
 // ----------------------------------------------------------------------- boot
