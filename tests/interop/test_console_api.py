@@ -1136,7 +1136,12 @@ def test_live_feed_coalesces_changes_below_the_watched_path(demo):
         assert (sse.headers.get("Content-Type") or "").startswith("text/event-stream")
         hello = sse.events(5, max_events=1)
         assert hello and hello[0][0] == "hello", hello
-        assert hello[0][1] == {"interval_ms": 500, "watching": [FILLER]}, hello
+        assert hello[0][1] == {
+            "interval_ms": 500,
+            "stale_after_ms": 300_000,
+            "fields": ["path", "value", "quality", "timestamp_ms", "received_ms"],
+            "watching": [FILLER],
+        }, hello
         # While it is open, /metrics counts it.
         metrics = demo.get("/metrics").body.decode()
         feeds = re.search(r"^gantry_console_live_feeds (\S+)$", metrics, re.M)
@@ -1152,20 +1157,24 @@ def test_live_feed_coalesces_changes_below_the_watched_path(demo):
     assert len(changes) <= window / 0.5 + 2, [round(t, 2) for _, _, t in changes]
     burst_values = []
     for _, data, _ in changes:
-        paths = [c["path"] for c in data["changes"]]
+        # Rows: [path, value, quality, timestamp_ms, received_ms], with the
+        # server's clock in now_ms.
+        paths = [c[0] for c in data["changes"]]
         assert len(paths) == len(set(paths)), f"an event carries a topic twice: {paths}"
         assert all(p.startswith(FILLER + "/") for p in paths), paths
         assert data["dropped"] == 0
+        assert isinstance(data["now_ms"], int)
         for c in data["changes"]:
-            assert {"value", "quality", "age_ms", "stale", "received_ms"} <= set(c["live"]), c
-            if c["path"] == burst_topic:
-                burst_values.append(c["live"]["value"])
+            assert len(c) == 5 and c[2] in ("good", "uncertain", "bad"), c
+            assert isinstance(c[4], int) and c[4] <= data["now_ms"], c
+            if c[0] == burst_topic:
+                burst_values.append(c[1])
     assert burst.sent > 100, burst.sent
     # Coalesced: a fraction of the burst arrives, each newer than the last.
     assert burst_values and len(burst_values) < burst.sent / 10, (len(burst_values), burst.sent)
     assert burst_values == sorted(burst_values) and len(set(burst_values)) == len(burst_values)
     # The PLC-fed tags changed during the window too.
-    seen = {c["path"] for _, data, _ in changes for c in data["changes"]}
+    seen = {c[0] for _, data, _ in changes for c in data["changes"]}
     assert SPEED in seen, seen
 
 
@@ -1176,7 +1185,7 @@ def test_live_feed_only_carries_what_the_identity_may_read(demo):
     assert events and events[0][0] == "hello", events
     changes = [c for name, data, _ in events if name == "changes" for c in data["changes"]]
     assert changes, events
-    assert {c["path"] for c in changes} == {SPEED}, {c["path"] for c in changes}
+    assert {c[0] for c in changes} == {SPEED}, {c[0] for c in changes}
 
 
 @pytest.mark.parametrize("user,paths,status", [

@@ -563,6 +563,35 @@ function pageTitle(ctx, text, opts = {}) {
 // ------------------------------------------------------------------ live feed
 
 /**
+ * The feed sends each change as a row [path, value, quality, timestamp_ms,
+ * received_ms] with the server's clock in `now_ms`; the pages use the same
+ * {path, live} objects the namespace API returns.
+ */
+function liveChanges(event, staleAfter) {
+  const now = Number.isFinite(event.now_ms) ? event.now_ms : Date.now();
+  const out = [];
+  for (const row of event.changes) {
+    if (!Array.isArray(row) || typeof row[0] !== 'string') continue;
+    const [path, value, quality, timestampMs, receivedMs] = row;
+    const basis = Number.isFinite(timestampMs) ? timestampMs : receivedMs;
+    const age = Math.max(0, now - basis);
+    out.push({
+      path,
+      live: {
+        value,
+        quality: quality || 'good',
+        timestamp_ms: Number.isFinite(timestampMs) ? timestampMs : null,
+        received_ms: receivedMs,
+        age_ms: age,
+        stale: age > staleAfter,
+        retained: true,
+      },
+    });
+  }
+  return out;
+}
+
+/**
  * One Server-Sent Events stream for `paths` (at most MAX_WATCH). Calls
  * onChanges(changes) for every `changes` event, onStatus(state, hello)
  * with state = connecting | live | reconnecting | down, and onHello(again)
@@ -579,16 +608,19 @@ function openLive(ctx, paths, { onChanges, onStatus = () => {}, onHello = () => 
     if (closed) return;
     es = new EventSource(`${API}/live?${qs({ path: list })}`);
     onStatus('connecting');
+    let staleAfter = 300_000;
     es.addEventListener('hello', (ev) => {
       backoff = 2000;
       hellos += 1;
-      onStatus('live', safeJson(ev.data));
+      const hello = safeJson(ev.data);
+      if (hello && Number.isFinite(hello.stale_after_ms)) staleAfter = hello.stale_after_ms;
+      onStatus('live', hello);
       // Changes made before the feed (re)started are not replayed: let the page catch up.
       onHello(hellos > 1);
     });
     es.addEventListener('changes', (ev) => {
       const d = safeJson(ev.data);
-      if (d && Array.isArray(d.changes)) onChanges(d.changes, d);
+      if (d && Array.isArray(d.changes)) onChanges(liveChanges(d, staleAfter), d);
     });
     es.onopen = () => onStatus('live');
     es.onerror = () => {

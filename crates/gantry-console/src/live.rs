@@ -184,10 +184,20 @@ pub fn query_values(query: Option<&str>, name: &str) -> Result<Vec<String>, Stri
     Ok(values)
 }
 
-#[derive(Serialize)]
-struct Change {
-    path: String,
-    live: Live,
+/// One change as the feed sends it: a row
+/// `[path, value, quality, timestamp_ms, received_ms]` (half the bytes of
+/// an object per change; age and staleness follow from `now_ms`).
+type ChangeRow = (String, serde_json::Value, &'static str, Option<i64>, u64);
+
+fn change_row(msg: &Message, stale_after_ms: u64, now: u64) -> ChangeRow {
+    let live = Live::of(msg, stale_after_ms, now);
+    (
+        msg.topic.to_string(),
+        live.value,
+        live.quality,
+        live.timestamp_ms,
+        live.received_ms,
+    )
 }
 
 /// `GET /api/v1/live?path=P&path=Q`: Server-Sent Events.
@@ -223,8 +233,13 @@ pub async fn feed(
     }
     let interval = state.deps.settings.live_interval;
     let hello = Event::default().event("hello").data(
-        serde_json::json!({ "interval_ms": interval.as_millis() as u64, "watching": paths })
-            .to_string(),
+        serde_json::json!({
+            "interval_ms": interval.as_millis() as u64,
+            "stale_after_ms": stale_after_ms(&state),
+            "fields": ["path", "value", "quality", "timestamp_ms", "received_ms"],
+            "watching": paths,
+        })
+        .to_string(),
     );
     let guard = state.deps.live.add(paths);
     let mut ticker = tokio::time::interval(interval);
@@ -244,7 +259,7 @@ pub async fn feed(
                 let now = gantry_broker::message::now_ms();
                 let stale = stale_after_ms(&state);
                 let policy = state.security().policy();
-                let mut changes: Vec<Change> = pending
+                let mut changes: Vec<ChangeRow> = pending
                     .latest
                     .into_values()
                     .filter(|m| {
@@ -257,22 +272,23 @@ pub async fn feed(
                             )
                             .allowed
                     })
-                    .map(|m| Change {
-                        live: Live::of(&m, stale, now),
-                        path: m.topic.to_string(),
-                    })
+                    .map(|m| change_row(&m, stale, now))
                     .collect();
                 if changes.is_empty() && pending.dropped == 0 {
                     continue;
                 }
-                changes.sort_by(|a, b| a.path.cmp(&b.path));
+                changes.sort_by(|a, b| a.0.cmp(&b.0));
                 let hub = &state.deps.live;
                 hub.changes_sent
                     .fetch_add(changes.len() as u64, Ordering::Relaxed);
                 hub.changes_dropped
                     .fetch_add(pending.dropped, Ordering::Relaxed);
                 hub.events_sent.fetch_add(1, Ordering::Relaxed);
-                let data = serde_json::json!({ "changes": changes, "dropped": pending.dropped });
+                let data = serde_json::json!({
+                    "now_ms": now,
+                    "changes": changes,
+                    "dropped": pending.dropped,
+                });
                 let event = Event::default().event("changes").data(data.to_string());
                 return Some((Ok(event), (None, guard, ticker, state, caller)));
             }
