@@ -263,15 +263,25 @@ pub struct SearchResult {
     pub truncated: bool,
 }
 
-/// Case-insensitive (ASCII) containment of every word, without allocating.
+/// Case-insensitive (ASCII) containment of every word (given in lower
+/// case), without allocating: candidates are found with `memchr2` on the
+/// word's first byte in either case, then compared.
 fn contains_all(haystack: &str, words: &[Vec<u8>]) -> bool {
     let hay = haystack.as_bytes();
-    words.iter().all(|w| {
-        w.len() <= hay.len()
-            && hay
-                .windows(w.len())
-                .any(|window| window.eq_ignore_ascii_case(w))
-    })
+    words.iter().all(|w| contains_ci(hay, w))
+}
+
+fn contains_ci(hay: &[u8], word: &[u8]) -> bool {
+    let Some(&first) = word.first() else {
+        return true;
+    };
+    if word.len() > hay.len() {
+        return false;
+    }
+    let last_start = hay.len() - word.len();
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    memchr::memchr2_iter(lower, upper, &hay[..=last_start])
+        .any(|i| hay[i..i + word.len()].eq_ignore_ascii_case(word))
 }
 
 /// `GET /api/v1/namespace/search`.
@@ -451,6 +461,13 @@ mod tests {
             &words
         ));
         assert!(!contains_all("x", &words));
+        assert!(contains_all("ab", &[b"b".to_vec()]));
+        assert!(contains_all("AB", &[b"ab".to_vec()]));
+        assert!(!contains_all("aab", &[b"abb".to_vec()]));
+        assert!(contains_all(
+            "acme/é/Speed",
+            &[b"speed".to_vec(), b"acme".to_vec()]
+        ));
     }
 
     #[test]
