@@ -160,15 +160,12 @@ fn change_identity(
     change: impl FnOnce(&mut gantry_security::Identity) -> Result<(), String>,
 ) -> ApiResult<()> {
     let now = gantry_broker::message::now_ms();
-    let mut change = Some(change);
     store(state)
         .update(|f| {
             let identity = f.identity_mut(name).ok_or_else(|| {
                 gantry_security::StoreError::Refused(format!("no identity {name:?}"))
             })?;
-            if let Some(change) = change.take() {
-                change(identity).map_err(gantry_security::StoreError::Refused)?;
-            }
+            change(identity).map_err(gantry_security::StoreError::Refused)?;
             identity.updated_ms = now;
             Ok(())
         })
