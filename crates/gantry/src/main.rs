@@ -592,7 +592,8 @@ async fn demo(ports: DemoPorts) -> anyhow::Result<()> {
             https: None,
         },
     )
-    .await?;
+    .await
+    .context("the demo's console (--console-port picks another port, 0 any free one)")?;
     let console_url = console_bound
         .http
         .map_or_else(|| "(not running)".to_owned(), |a| format!("http://{a}/"));
