@@ -392,15 +392,18 @@ def cpu_ticks(pid):
         fields = text.rsplit(")", 1)[1].split()
         return comm, int(fields[11]) + int(fields[12])  # fields 14 and 15
     _, total = ticks(f"/proc/{pid}/stat")
-    rest = 0
+    # The process total keeps the time of threads that have exited (idle
+    # blocking-pool threads do); subtract the store writer's own time rather
+    # than summing the live threads.
+    store = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             comm, t = ticks(f"/proc/{pid}/task/{tid}/stat")
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if comm != "gantry-store":
-            rest += t
-    return total, rest
+        if comm == "gantry-store":
+            store += t
+    return total, total - store
 
 
 class SseFeed:
