@@ -33,7 +33,7 @@ def demo(tmp_path):
     proc = subprocess.Popen(
         [str(gantry_bin()), "demo", "--data-dir", str(tmp_path / "data"),
          "--mqtt-port", str(mqtt_port), "--ws-port", str(ws_port),
-         "--modbus-base-port", "0"],
+         "--modbus-base-port", "0", "--console-port", "0"],
         stdout=log, stderr=subprocess.STDOUT)
     try:
         assert wait_until(lambda: port_open(mqtt_port), 20), (tmp_path / "demo.log").read_text()

@@ -93,6 +93,8 @@ fn demo_plant_is_visible_to_mosquitto_sub_and_changes() {
         &ws.to_string(),
         "--modbus-base-port",
         "0",
+        "--console-port",
+        "0",
     ]);
     wait_for_port(mqtt);
     // A new subscriber sees the whole plant at once from retained state:
@@ -381,6 +383,8 @@ fn demo_dead_letters_a_wrong_value_that_never_reaches_subscribers() {
         "--ws-port",
         &ws.to_string(),
         "--modbus-base-port",
+        "0",
+        "--console-port",
         "0",
     ]);
     wait_for_port(mqtt);
