@@ -40,7 +40,7 @@ use crate::state::{AppState, SharedState};
 /// What went wrong starting the console.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
-    #[error("cannot listen for the console on {addr}: {source}")]
+    #[error("cannot listen for the console on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]

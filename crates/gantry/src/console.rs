@@ -92,6 +92,7 @@ pub fn tag_sources(
 }
 
 /// What the console serves from, gathered by `run` and `demo`.
+#[derive(Clone)]
 pub struct Parts {
     pub live: Arc<LiveHub>,
     pub security: Arc<Security>,

@@ -584,16 +584,24 @@ async fn demo(ports: DemoPorts) -> anyhow::Result<()> {
         sources: console::tag_sources(&devices, &[]),
         settings: gantry_console::ConsoleSettings::default(),
     };
-    let console_bound = console::start(
-        &broker,
-        parts,
-        gantry_console::Listeners {
-            http: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, console_port))),
-            https: None,
-        },
-    )
-    .await
-    .context("the demo's console (--console-port picks another port, 0 any free one)")?;
+    // A busy default port must not stop the demo: the console moves to a
+    // free port and says so.
+    let on = |port: u16| gantry_console::Listeners {
+        http: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        https: None,
+    };
+    let console_bound = match console::start(&broker, parts.clone(), on(console_port)).await {
+        Ok(bound) => bound,
+        Err(e) if console_port != 0 => {
+            tracing::warn!(
+                "{e:#}; the console takes a free port instead (--console-port sets one)"
+            );
+            console::start(&broker, parts, on(0))
+                .await
+                .context("the demo's console")?
+        }
+        Err(e) => return Err(e.context("the demo's console")),
+    };
     let console_url = console_bound
         .http
         .map_or_else(|| "(not running)".to_owned(), |a| format!("http://{a}/"));
