@@ -458,15 +458,18 @@ test('KPIs: a fresh demo says the current shift is mostly without data, with a l
     await screenshot('kpi-no-data-explain');
     await explainNote.getByTestId('show-last-hour').click();
     await waitFor('the last hour on the explanation page', 10_000, async () => /period=last-hour/.test(page.url()) && /explain=oee/.test(page.url()));
+    // The hash changes first; the page re-renders after it: wait for the new page.
+    await waitFor('the explanation of the last hour', 20_000, async () =>
+      (await page.getByTestId('period-select').inputValue()) === 'last-hour'
+      && /Last hour ·/.test(await page.locator('.explain-head').textContent()));
     await page.getByTestId('explain-text').waitFor({ state: 'visible', timeout: 20_000 });
-    assert.equal(await page.getByTestId('period-select').inputValue(), 'last-hour');
-    assert.match(await page.locator('.explain-head').textContent(), /Last hour ·/);
     // And from a card on the dashboard.
     await page.goto(`http://127.0.0.1:${demo.port}/#/kpi?period=current-shift`);
     await line.getByTestId('no-data-note').waitFor({ state: 'visible', timeout: 20_000 });
     await line.getByTestId('show-last-hour').click();
     await waitFor('the last hour on the dashboard', 10_000, async () => /#\/kpi\?period=last-hour$/.test(page.url()));
-    assert.equal(await page.getByTestId('period-select').inputValue(), 'last-hour');
+    await waitFor('the dashboard re-rendered for the last hour', 20_000, async () =>
+      (await page.getByTestId('period-select').inputValue()) === 'last-hour');
   });
 });
 
