@@ -1385,6 +1385,31 @@ def test_contract_statistics_are_labels_not_metric_names(demo, dead_letters):
             current = name
 
 
+def test_an_empty_list_is_not_a_refusal(tmp_path):
+    """On a fresh demo with no dead letter yet, an identity allowed to read
+    one enterprise's dead letters gets an empty list, not a 403; one without
+    connector permission still gets a 403 for connectors."""
+    d = Demo(tmp_path)
+    try:
+        d.start()
+        r = gantry("role", "add", "dlq-acme", "--allow", "subscribe:acme/_dlq/#",
+                   "--data-dir", str(d.data_dir))
+        assert r.returncode == 0, r.stderr
+        add_user(d.data_dir, "dlqreader", "dlq-acme")
+        # The running Gantry re-reads the security file within a second.
+        token = wait_until(lambda: (a := d.api.login_answer("dlqreader", password_of("dlqreader"))).status == 200
+                           and a.json()["token"], 10, 0.2)
+        assert token, "the new identity cannot log in"
+        a = d.api.get("/api/v1/dead-letters", token=token)
+        assert a.status == 200, a
+        assert a.json()["entries"] == [], a
+        b = d.api.get("/api/v1/connectors", token=token)
+        assert b.status == 403, b
+        assert '"dlqreader"' in b.error()["message"]
+    finally:
+        d.stop()
+
+
 # --------------------------------------------------------------------------
 # 2 (continued). The failed-login back-off, on a Gantry of its own
 

@@ -11,6 +11,24 @@ use crate::error::ApiQuery;
 use crate::error::ApiResult;
 use crate::state::SharedState;
 
+/// Whether the caller may read anything under `<enterprise>/<below>` for
+/// some enterprise of the model or the live namespace: an empty answer is
+/// then "nothing there yet", not a refusal.
+fn may_read_under_some_enterprise(state: &SharedState, caller: &Caller, below: &str) -> bool {
+    let index = state.model_index();
+    let modeled = index
+        .children_after("", None)
+        .map(|(name, _)| name.to_owned());
+    let live = state
+        .broker()
+        .retained_children("", None, 1_000)
+        .into_iter()
+        .map(|c| c.name);
+    modeled
+        .chain(live)
+        .any(|enterprise| caller.may_browse(state, &format!("{enterprise}/{below}")))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct DeadLetterParams {
     pub limit: Option<usize>,
@@ -37,7 +55,7 @@ pub async fn dead_letters(
         .into_iter()
         .filter(|m| caller.may(&state, Action::Subscribe, &m.topic))
         .collect();
-    if readable.is_empty() && !caller.may_browse(&state, "+/_dlq") {
+    if readable.is_empty() && !may_read_under_some_enterprise(&state, &caller, "_dlq") {
         // Nothing readable: say so rather than answer an empty list that
         // looks like "no dead letters".
         caller.require(&state, Action::Subscribe, "+/_dlq/#")?;
@@ -81,7 +99,7 @@ pub async fn connectors(
     caller: Caller,
 ) -> ApiResult<Json<serde_json::Value>> {
     let all = state.broker().retained_matching("+/_sys/connectors/#");
-    if all.is_empty() {
+    if all.is_empty() && !may_read_under_some_enterprise(&state, &caller, "_sys/connectors") {
         caller.require(&state, Action::Subscribe, "+/_sys/connectors/#")?;
     }
     let mut denied = 0usize;
