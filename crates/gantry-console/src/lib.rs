@@ -27,7 +27,7 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
@@ -174,9 +174,8 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: watch::Receiver<bool>,
 ) -> Result<BoundConsole, ConsoleError> {
-    if listeners.https.is_some() && listeners.http.is_none() {
-        deps.settings.secure_cookies = true;
-    }
+    // Cookies are `Secure` when the console is only reachable over HTTPS.
+    deps.settings.secure_cookies = listeners.https.is_some() && listeners.http.is_none();
     let state = AppState::new(deps);
     let app = router(state);
     let mut bound = BoundConsole::default();
@@ -222,9 +221,4 @@ async fn wait_for(mut shutdown: watch::Receiver<bool>) {
             return;
         }
     }
-}
-
-/// Every route answers JSON errors; kept for handlers returning `()`.
-pub fn not_found(what: &str) -> Response {
-    ApiError::NotFound(what.to_owned()).into_response()
 }

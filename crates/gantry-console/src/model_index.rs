@@ -110,7 +110,8 @@ pub struct ModelIndex {
     /// Parent path ("" for the root) → child name → kind.
     children: HashMap<String, BTreeMap<String, NodeKind>>,
     tags: HashMap<String, TagInfo>,
-    /// Every node path with its kind, in order (for search).
+    /// Every node path with its kind, in order (for search), derived from
+    /// `children` at the end of `build`.
     nodes: Vec<(String, NodeKind)>,
 }
 
@@ -155,6 +156,21 @@ impl ModelIndex {
                 );
             }
         }
+        // Derived once from the tree, after the kinds are final.
+        index.nodes = index
+            .children
+            .iter()
+            .flat_map(|(parent, names)| {
+                names.iter().map(move |(name, kind)| {
+                    let path = if parent.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{parent}/{name}")
+                    };
+                    (path, *kind)
+                })
+            })
+            .collect();
         index.nodes.sort_by(|a, b| a.0.cmp(&b.0));
         index
     }
@@ -169,14 +185,10 @@ impl ModelIndex {
             // Equipment and tags win over the level a prefix implies.
             if matches!(kind, NodeKind::Equipment | NodeKind::Tag) {
                 *existing = kind;
-                if let Some(node) = self.nodes.iter_mut().find(|(p, _)| p == path) {
-                    node.1 = kind;
-                }
             }
             return;
         }
         siblings.insert(name.to_owned(), kind);
-        self.nodes.push((path.to_owned(), kind));
     }
 
     /// Modeled children of `parent` after `after`, in order.

@@ -26,7 +26,8 @@ pub struct ConsoleSettings {
     pub stale_after: Duration,
     /// The live feed sends at most one event per interval.
     pub live_interval: Duration,
-    /// Whether the console is served over HTTPS (cookies are then `Secure`).
+    /// Session cookies are marked `Secure`; `serve` sets it from the
+    /// listeners (HTTPS only).
     pub secure_cookies: bool,
 }
 

@@ -55,7 +55,7 @@ impl ConsoleConfig {
             session_ttl: Duration::from_secs(self.session_hours.clamp(1, 24 * 30) * 3600),
             stale_after: Duration::from_secs(self.stale_after_s.max(1)),
             live_interval: Duration::from_millis(self.live_interval_ms.clamp(100, 60_000)),
-            secure_cookies: self.bind.is_none(),
+            secure_cookies: false,
         }
     }
 }
